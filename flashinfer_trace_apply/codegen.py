@@ -1,0 +1,97 @@
+"""Build functions whose parameter list mirrors a FlashInfer API's signature.
+
+A wrapper that takes ``*args, **kwargs`` must bind them to names on every
+call (``inspect.Signature.bind`` costs microseconds). Generating a function
+with the API's own parameter list lets the interpreter do the binding, so
+per-call work is a few attribute reads and one dictionary lookup. The code
+is generated once per API (or per resolved shape) and never per call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+from typing import Any, Callable, Dict, List
+
+_P = inspect.Parameter
+PREFIX = "_fita_"  # reserved for generated locals and globals
+
+
+class CallShape:
+    """The parameter list of one API, as source text fragments."""
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.parameters: List[inspect.Parameter] = list(signature.parameters.values())
+        for p in self.parameters:
+            if p.name.startswith(PREFIX) or keyword.iskeyword(p.name):
+                raise ValueError(f"parameter name {p.name!r} clashes with generated code")
+        self.names = [p.name for p in self.parameters]
+        self.defaults: Dict[str, Any] = {
+            p.name: p.default for p in self.parameters if p.default is not _P.empty
+        }
+
+    def header(self, with_defaults: bool) -> str:
+        """``a, b, /, c=<default>, *args, d=<default>, **kw`` for a ``def``."""
+        out: List[str] = []
+        saw_star = False
+        for i, p in enumerate(self.parameters):
+            if p.kind is _P.VAR_POSITIONAL:
+                out.append("*" + p.name)
+                saw_star = True
+                continue
+            if p.kind is _P.VAR_KEYWORD:
+                out.append("**" + p.name)
+                continue
+            if p.kind is _P.KEYWORD_ONLY and not saw_star:
+                out.append("*")
+                saw_star = True
+            text = p.name
+            if with_defaults and p.default is not _P.empty:
+                text += f"={PREFIX}dflt[{p.name!r}]"
+            elif p.kind is _P.KEYWORD_ONLY and not with_defaults:
+                pass
+            out.append(text)
+            nxt = self.parameters[i + 1] if i + 1 < len(self.parameters) else None
+            if p.kind is _P.POSITIONAL_ONLY and (nxt is None or nxt.kind is not _P.POSITIONAL_ONLY):
+                out.append("/")
+        return ", ".join(out)
+
+    def forward(self) -> str:
+        """Argument text that passes every parameter on unchanged."""
+        out: List[str] = []
+        for p in self.parameters:
+            if p.kind is _P.VAR_POSITIONAL:
+                out.append("*" + p.name)
+            elif p.kind is _P.VAR_KEYWORD:
+                out.append("**" + p.name)
+            elif p.kind is _P.KEYWORD_ONLY:
+                out.append(f"{p.name}={p.name}")
+            else:
+                out.append(p.name)
+        return ", ".join(out)
+
+    def has(self, name: str) -> bool:
+        return any(
+            p.name == name and p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
+            for p in self.parameters
+        )
+
+    def var_keyword(self) -> str | None:
+        for p in self.parameters:
+            if p.kind is _P.VAR_KEYWORD:
+                return p.name
+        return None
+
+
+def compile_function(name: str, source: str, namespace: Dict[str, Any], filename: str) -> Callable:
+    """Compile ``source`` (one ``def name``) against ``namespace`` as globals.
+
+    ``filename`` appears in tracebacks, so a failure inside generated code
+    names the API it belongs to.
+    """
+    code = compile(source, filename, "exec")
+    scope: Dict[str, Any] = dict(namespace)
+    exec(code, scope)  # noqa: S102 - source is built here from signatures, never from input
+    fn = scope[name]
+    fn.__fita_source__ = source  # kept for debugging: print(f.__fita_source__)
+    return fn

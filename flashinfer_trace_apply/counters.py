@@ -1,0 +1,47 @@
+"""Per-API dispatch counters that are exact under threads without a lock.
+
+Each counter is an ``itertools.count``: advancing it is a single C call that
+the interpreter never interrupts, so concurrent callers cannot lose updates,
+and the hot path pays one call instead of a lock round-trip.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Dict
+
+HIT = "hit"
+FALLBACK_NO_CANDIDATE = "fallback_no_candidate"
+FALLBACK_UNWARMED_IN_CAPTURE = "fallback_unwarmed_in_capture"
+ERROR = "error"
+STATUSES = (HIT, FALLBACK_NO_CANDIDATE, FALLBACK_UNWARMED_IN_CAPTURE, ERROR)
+
+
+def _value(counter: "itertools.count[int]") -> int:
+    # count(n).__reduce__() -> (count, (n,)): reads without advancing.
+    return counter.__reduce__()[1][0]
+
+
+class StatsBoard:
+    """Counters for one enable session: ``board.ticker(api, status)`` returns
+    the bound ``__next__`` that the dispatch code calls once per event."""
+
+    def __init__(self) -> None:
+        self._counters: Dict[str, Dict[str, "itertools.count[int]"]] = {}
+
+    def ticker(self, api: str, status: str) -> Callable[[], int]:
+        per_api = self._counters.setdefault(api, {})
+        counter = per_api.get(status)
+        if counter is None:
+            counter = per_api[status] = itertools.count()
+        return counter.__next__
+
+    def snapshot(self) -> Dict[str, Dict[str, int]]:
+        out: Dict[str, Dict[str, int]] = {}
+        for api, per_api in list(self._counters.items()):
+            counts = {status: _value(c) for status, c in list(per_api.items())}
+            if any(counts.values()):
+                out[api] = {status: counts.get(status, 0) for status in STATUSES}
+                for status, n in counts.items():
+                    out[api].setdefault(status, n)
+        return out

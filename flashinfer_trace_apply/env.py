@@ -1,0 +1,59 @@
+"""The environment variables that drive the import-time hook, in one place.
+
+Both the start-up bootstrap (standard library only) and the programmatic
+``enable_apply()`` read the configuration through :func:`read_env`, so the two
+paths can never disagree about what a value means.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ENABLE_VAR = "FLASHINFER_TRACE_APPLY"
+"""``1`` turns the plugin on when ``flashinfer`` is imported; ``0`` or empty
+leaves it off; anything else is reported and leaves it off."""
+
+PATH_VAR = "FLASHINFER_TRACE_APPLY_PATH"
+"""Curated folder whose ``solutions/`` subtree is loaded (one solution per
+definition; optional ``definitions/`` beside it)."""
+
+CACHE_VAR = "FLASHINFER_TRACE_APPLY_CACHE_DIR"
+"""Where Solution sources are written before import or build (default: the
+user cache directory)."""
+
+OFF_VALUES = ("", "0")
+
+
+@dataclass(frozen=True)
+class EnvSetting:
+    """What the environment asks for: ``requested`` is True for ``1``;
+    ``problem`` names a value that is neither on nor off (reported, stays off)."""
+
+    requested: bool
+    path: str | None
+    problem: str | None = None
+
+
+def read_env(environ: "os._Environ[str] | dict[str, str] | None" = None) -> EnvSetting:
+    env = os.environ if environ is None else environ
+    raw = env.get(ENABLE_VAR, "")
+    path = env.get(PATH_VAR) or None
+    value = raw.strip()
+    if value in OFF_VALUES:
+        return EnvSetting(requested=False, path=path)
+    if value == "1":
+        return EnvSetting(requested=True, path=path)
+    return EnvSetting(
+        requested=False,
+        path=path,
+        problem=f"{ENABLE_VAR} must be '0', '1' or empty, got {raw!r}; Trace Apply stays off",
+    )
+
+
+def is_armed(environ: "dict[str, str] | None" = None) -> bool:
+    """True when start-up should arm the hook: any value that is not plainly
+    off, so that a bad value is reported once by us (and the built-in engine,
+    which reads the same variable, is kept quiet)."""
+    env = os.environ if environ is None else environ
+    return env.get(ENABLE_VAR, "").strip() not in OFF_VALUES

@@ -1,0 +1,356 @@
+"""Turn one (API, definition, solution) into the function a hit calls.
+
+The solution is called in its own convention (keywords named after the
+definition's inputs, or positional for compiled solutions; value-returning or
+destination-passing) and its results are delivered in the caller's: written
+into ``out=`` / ``lse=`` buffers (which are then returned), written back into
+in-place inputs, returned with the arity ``return_lse`` asks for. Results are
+checked against where they go (count, shape, dtype, device) so a wrong
+solution raises instead of being broadcast or half-applied.
+
+Everything is decided here, once per resolved shape; the generated function
+holds only the per-call work.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .codegen import PREFIX, CallShape, compile_function
+from .errors import SolutionCallError, TraceApplyError
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    key: str  # the definition's output name
+    dest: Optional[str]  # API parameter the result is written into, if any
+    in_place: bool  # dest is an input buffer (template ``param``), not out=/lse=
+    dtype_like: Optional[str]  # API parameter whose dtype the result must have
+
+
+@dataclass(frozen=True)
+class ReturnConvention:
+    returns_none: bool  # in-place API: results go back into inputs
+    arity_param: Optional[str]  # e.g. "return_lse": the second output only on request
+    outputs: Tuple[OutputPlan, ...]
+
+
+def _annotation_is_none(fn: Callable) -> bool:
+    try:
+        ann = inspect.signature(fn).return_annotation
+    except (TypeError, ValueError):
+        return False
+    return ann is None or ann is type(None) or ann == "None"
+
+
+def plan_outputs(template: Any, shape: CallShape, api_fn: Callable) -> ReturnConvention:
+    """Where each output of ``template`` goes for this API, or raise
+    ``TraceApplyError`` when the API cannot be routed faithfully."""
+    from flashinfer.trace.template import Tensor  # noqa: PLC0415
+
+    returns_none = _annotation_is_none(api_fn)
+    plans: List[OutputPlan] = []
+    out_taken = False
+    for key, desc in template.outputs.items():
+        if not isinstance(desc, Tensor):
+            continue
+        dest: Optional[str] = None
+        in_place = False
+        param = getattr(desc, "param", None)
+        if param is not None and shape.has(param):
+            dest, in_place = param, returns_none or param not in ("out", "lse")
+        elif key == "lse" and shape.has("lse"):
+            dest = "lse"
+        elif key != "lse" and not out_taken and shape.has("out"):
+            dest, out_taken = "out", True
+        dtype_like = desc.dtype_from if desc.dtype_from and shape.has(desc.dtype_from) else None
+        plans.append(OutputPlan(key=key, dest=dest, in_place=in_place, dtype_like=dtype_like))
+    if returns_none:
+        missing = [p.key for p in plans if p.dest is None]
+        if missing or not plans:
+            raise TraceApplyError(
+                f"in-place API has no write-back target for output(s) {missing or '[]'} in its template"
+            )
+    arity = "return_lse" if shape.has("return_lse") and any(p.key == "lse" for p in plans) else None
+    return ReturnConvention(returns_none=returns_none, arity_param=arity, outputs=tuple(plans))
+
+
+# ---------------------------------------------------------------------------
+# Helpers the generated code calls on the rare paths (errors, odd results).
+# ---------------------------------------------------------------------------
+
+
+class _Context:
+    """Names used in error messages and the error counter of one entry."""
+
+    def __init__(self, fi_api: str, definition: str, label: str, tick_error: Callable[[], int]) -> None:
+        self.fi_api, self.definition, self.label = fi_api, definition, label
+        self.tick_error = tick_error
+
+    def where(self) -> str:
+        return f"{self.fi_api} -> definition '{self.definition}' -> solution '{self.label}'"
+
+    def fail(self, message: str) -> "TraceApplyError":
+        self.tick_error()
+        return SolutionCallError(f"Trace Apply: {self.where()}: {message}")
+
+    def annotate(self, exc: BaseException) -> None:
+        """A solution raised: count it and say where, keeping the exception
+        type (engines catch e.g. torch.OutOfMemoryError by type)."""
+        self.tick_error()
+        note = f"raised by Trace Apply solution for {self.where()}"
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+        else:  # Python 3.10
+            print(f"[flashinfer_trace_apply] {note}", file=sys.stderr)
+
+
+def _describe(value: Any) -> str:
+    import torch  # noqa: PLC0415
+
+    if isinstance(value, torch.Tensor):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
+    return type(value).__name__
+
+
+def _make_helpers(ctx: _Context) -> Dict[str, Callable]:
+    import torch  # noqa: PLC0415
+
+    def results(value: Any, low: int, high: int) -> tuple:
+        if isinstance(value, (tuple, list)):
+            items = tuple(value)
+        else:
+            items = (value,)
+        if not low <= len(items) <= high:
+            want = str(low) if low == high else f"{low} to {high}"
+            raise ctx.fail(f"returned {len(items)} result(s), the API needs {want}")
+        for i, item in enumerate(items):
+            if not isinstance(item, torch.Tensor):
+                raise ctx.fail(f"result {i} is {_describe(item)}, expected a Tensor")
+        return items
+
+    def into(result: Any, buffer: Any, what: str) -> Any:
+        """Write ``result`` into the caller's ``buffer`` after checking that it
+        fits exactly (no broadcasting, no silent dtype/device conversion)."""
+        if result is buffer:
+            return buffer
+        if not isinstance(result, torch.Tensor):
+            raise ctx.fail(f"{what}: result is {_describe(result)}, expected a Tensor")
+        if result.shape != buffer.shape or result.dtype != buffer.dtype or result.device != buffer.device:
+            raise ctx.fail(f"{what}: result {_describe(result)} does not match the destination {_describe(buffer)}")
+        buffer.copy_(result)
+        return buffer
+
+    def wrong_dtype(result: Any, like: Any, what: str) -> None:
+        if isinstance(result, torch.Tensor) and isinstance(like, torch.Tensor):
+            raise ctx.fail(f"{what}: result dtype {result.dtype} differs from the API's {like.dtype}")
+        raise ctx.fail(f"{what}: result is {_describe(result)}, expected a Tensor")
+
+    return {
+        f"{PREFIX}results": results,
+        f"{PREFIX}into": into,
+        f"{PREFIX}wrong_dtype": wrong_dtype,
+        f"{PREFIX}annotate": ctx.annotate,
+        f"{PREFIX}fail": ctx.fail,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Code generation of the hit entry.
+# ---------------------------------------------------------------------------
+
+
+def _accepts(fn: Callable) -> Tuple[Optional[set], bool, Dict[str, bool]]:
+    """(named parameters or None if unknown, takes **kwargs, name -> has default)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None, True, {}
+    named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+    has_default = {p.name: p.default is not p.empty for p in params}
+    return named, var_kw, has_default
+
+
+@dataclass
+class InputSource:
+    key: str  # definition input name
+    param: str  # API parameter it is read from
+    expr: str  # source text giving the value inside the generated function
+    optional: bool
+
+
+def input_sources(
+    template: Any,
+    shape: CallShape,
+    plan_exprs: Dict[str, str],
+) -> List[InputSource]:
+    from flashinfer.trace.template import Tensor  # noqa: PLC0415
+
+    sources: List[InputSource] = []
+    for key, desc in template.inputs.items():
+        param = desc.param if getattr(desc, "param", None) is not None else key
+        tuple_idx = getattr(desc, "tuple_idx", None) if isinstance(desc, Tensor) else None
+        if shape.has(param):
+            if tuple_idx is not None:
+                expr = f"({param}[{tuple_idx}] if {param}.__class__ in {PREFIX}seq else None)"
+            else:
+                expr = param
+        elif key in plan_exprs:
+            expr = plan_exprs[key]
+        else:
+            expr = "None"
+        sources.append(InputSource(key=key, param=param, expr=expr, optional=bool(getattr(desc, "optional", False))))
+    return sources
+
+
+def build_hit_entry(
+    *,
+    fi_api: str,
+    definition: str,
+    template: Any,
+    shape: CallShape,
+    convention: ReturnConvention,
+    inputs: Sequence[InputSource],
+    loaded: Any,  # loaders.LoadedSolution
+    tick_hit: Callable[[], int],
+    tick_error: Callable[[], int],
+    is_method: bool = False,
+    allocate: Optional[Callable[..., List[Any]]] = None,
+    extra_globals: Optional[Dict[str, Any]] = None,
+) -> Callable:
+    import torch  # noqa: PLC0415
+
+    ctx = _Context(fi_api, definition, loaded.label, tick_error)
+    ns: Dict[str, Any] = {
+        f"{PREFIX}fn": loaded.fn,
+        f"{PREFIX}tick": tick_hit,
+        f"{PREFIX}seq": (tuple, list),
+        f"{PREFIX}T": torch.Tensor,
+        f"{PREFIX}alloc": allocate,
+    }
+    ns.update(_make_helpers(ctx))
+    ns.update(extra_globals or {})
+    outputs = convention.outputs
+    dests = {o.dest for o in outputs if o.dest}
+    lines: List[str] = []
+    emit = lines.append
+
+    # 1. The solution's arguments.
+    call_args: List[str] = []
+    conditional: List[Tuple[str, str]] = []  # passed only when not None
+    if loaded.positional:
+        call_args = [src.expr for src in inputs]
+    else:
+        named, var_kw, has_default = _accepts(loaded.fn)
+        used_params = set()
+        for src in inputs:
+            target = None
+            for candidate in (src.key, src.param):
+                if named is None or var_kw or candidate in named:
+                    target = candidate
+                    break
+            if target is None:
+                if src.optional:
+                    continue
+                raise TraceApplyError(
+                    f"solution '{loaded.label}' for definition '{definition}' does not accept the "
+                    f"definition input '{src.key}' (nor the API parameter '{src.param}')"
+                )
+            used_params.add(src.param)
+            if src.optional and has_default.get(target, False):
+                # Let the solution's own default apply when the caller gave nothing.
+                conditional.append((target, src.expr))
+            else:
+                call_args.append(f"{target}={src.expr}")
+        # Call arguments outside the definition (eps, is_neox, ...) reach a
+        # solution that names them, instead of being dropped.
+        passed = {a.split("=", 1)[0] for a in call_args} | {t for t, _ in conditional}
+        instance = shape.parameters[0].name if is_method and shape.parameters else None
+        for p in shape.parameters:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == instance:
+                continue
+            if p.name in used_params or p.name in dests or p.name in passed:
+                continue
+            if named is not None and p.name in named:
+                call_args.append(f"{p.name}={p.name}")
+
+    # 2. Destination-passing: outputs are caller buffers or fresh tensors.
+    if loaded.destination_passing:
+        if allocate is None:
+            raise TraceApplyError(f"cannot allocate outputs of definition '{definition}'")
+        dest_args = ", ".join(o.dest if o.dest else "None" for o in outputs)
+        in_args = ", ".join(f"{s.key!r}: {s.expr}" for s in inputs)
+        emit(f"{PREFIX}outs = {PREFIX}alloc({{{in_args}}}, ({dest_args},))")
+        if loaded.positional:
+            call_args += [f"{PREFIX}outs[{i}]" for i in range(len(outputs))]
+        else:
+            call_args += [f"{o.key}={PREFIX}outs[{i}]" for i, o in enumerate(outputs)]
+
+    if conditional:
+        emit(f"{PREFIX}kw = {{}}")
+        for target, expr in conditional:
+            emit(f"{PREFIX}v = {expr}")
+            emit(f"if {PREFIX}v is not None: {PREFIX}kw[{target!r}] = {PREFIX}v")
+        call_args.append(f"**{PREFIX}kw")
+
+    emit("try:")
+    emit(f"    {PREFIX}r = {PREFIX}fn({', '.join(call_args)})")
+    emit("except Exception as _fita_exc:")
+    emit(f"    {PREFIX}annotate(_fita_exc)")
+    emit("    raise")
+    if loaded.destination_passing:
+        emit(f"{PREFIX}r = tuple({PREFIX}outs)")
+
+    # 3. Deliver the results in the API's convention.
+    n = len(outputs)
+    arity = convention.arity_param
+    if convention.returns_none:
+        emit(f"{PREFIX}rs = {PREFIX}results({PREFIX}r, {n}, {n})")
+        for i, o in enumerate(outputs):
+            emit(f"{PREFIX}into({PREFIX}rs[{i}], {o.dest}, {o.key!r})")
+        emit(f"{PREFIX}tick()")
+        emit("return None")
+    else:
+        if n == 1 and arity is None:
+            o = outputs[0]
+            emit(f"if {PREFIX}r.__class__ is not {PREFIX}T:")
+            emit(f"    {PREFIX}r = {PREFIX}results({PREFIX}r, 1, 1)[0]")
+            _deliver(emit, 0, o, f"{PREFIX}r")
+            emit(f"{PREFIX}tick()")
+            emit(f"return {PREFIX}r")
+        else:
+            low = 1 if arity else n
+            emit(f"{PREFIX}rs = list({PREFIX}results({PREFIX}r, {low}, {n}))")
+            if arity:
+                emit(f"if {arity} and len({PREFIX}rs) < {n}:")
+                emit(f"    raise {PREFIX}fail('{arity}=True but the solution returned no ' + {outputs[-1].key!r})")
+                emit(f"if not {arity}: del {PREFIX}rs[1:]")
+            for i, o in enumerate(outputs):
+                if arity and i > 0:
+                    emit(f"if {arity}:")
+                    _deliver(lambda s: emit("    " + s), i, o, f"{PREFIX}rs[{i}]")
+                else:
+                    _deliver(emit, i, o, f"{PREFIX}rs[{i}]")
+            emit(f"{PREFIX}tick()")
+            if arity:
+                emit(f"return tuple({PREFIX}rs) if {arity} else {PREFIX}rs[0]")
+            else:
+                emit(f"return tuple({PREFIX}rs)")
+
+    body = "\n".join("    " + line for line in lines)
+    source = f"def {PREFIX}hit({shape.header(with_defaults=False)}):\n{body}\n"
+    return compile_function(f"{PREFIX}hit", source, ns, f"<trace_apply hit {fi_api} {definition}>")
+
+
+def _deliver(emit: Callable[[str], None], i: int, o: OutputPlan, var: str) -> None:
+    """Source lines that check one result and move it to its destination."""
+    if o.dest:
+        emit(f"if {o.dest} is not None: {var} = {PREFIX}into({var}, {o.dest}, {o.key!r})")
+        if o.dtype_like and o.dtype_like != o.dest:
+            emit(f"elif {var}.dtype is not {o.dtype_like}.dtype: {PREFIX}wrong_dtype({var}, {o.dtype_like}, {o.key!r})")
+    elif o.dtype_like:
+        emit(f"if {var}.dtype is not {o.dtype_like}.dtype: {PREFIX}wrong_dtype({var}, {o.dtype_like}, {o.key!r})")

@@ -1,0 +1,151 @@
+"""What FlashInfer can route: its live trace registry, read once per enable.
+
+FlashInfer records every API decorated with a trace template in
+``flashinfer.api_logging._TRACE_REGISTRY`` (and the selector functions of APIs
+with several templates in ``_TRACE_DISPATCHERS``). This module turns that into
+one :class:`ApiSpec` per public API: where the callable lives, the object
+that is there now, and the templates (and selector) that name its calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+
+@dataclass
+class ApiSpec:
+    fi_api: str  # canonical name, as FlashInfer's trace tags it
+    owner: Any  # module (free function) or class (wrapper method)
+    attr: str
+    current: Callable  # the public object found at owner.attr
+    original: Callable  # the undecorated function the registry recorded
+    templates: List[Any] = field(default_factory=list)
+    selector: Optional[Callable] = None  # picks a template per call
+
+    @property
+    def is_method(self) -> bool:
+        return inspect.isclass(self.owner)
+
+
+def _registry() -> Tuple[Sequence[Tuple[Callable, Any, str]], Dict[Callable, Callable], Callable[[Callable], str]]:
+    from flashinfer import api_logging  # noqa: PLC0415
+
+    registry = getattr(api_logging, "_TRACE_REGISTRY", [])
+    selectors = getattr(api_logging, "_TRACE_DISPATCHERS", {})
+    naming = getattr(api_logging, "_trace_fi_api_for", None)
+    if naming is None:
+        def naming(fn: Callable) -> str:
+            return f"{fn.__module__}.{fn.__qualname__}"
+    return registry, selectors, naming
+
+
+def _wraps_original(obj: Any, original: Callable) -> bool:
+    """True if ``obj`` is ``original`` or a functools.wraps chain ending there."""
+    seen = 0
+    while obj is not None and seen < 16:
+        if obj is original:
+            return True
+        obj = getattr(obj, "__wrapped__", None)
+        seen += 1
+    return False
+
+
+def _locate(original: Callable) -> Optional[Tuple[Any, str, Any]]:
+    """Find (owner, attr, current public object) for a registered function."""
+    module = sys.modules.get(getattr(original, "__module__", "") or "")
+    if module is None:
+        try:
+            module = importlib.import_module(original.__module__)
+        except Exception:  # noqa: BLE001 - an unimportable module has nothing to patch
+            return None
+    parts = original.__qualname__.split(".")
+    if "<locals>" in parts:
+        return None
+    owner: Any = module
+    for part in parts[:-1]:
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return None
+    attr = parts[-1]
+    # vars() rather than getattr: a method must be read as stored on the class
+    # (so a later restore puts back exactly that object).
+    namespace = vars(owner) if inspect.isclass(owner) else getattr(owner, "__dict__", {})
+    if attr not in namespace:
+        return None
+    current = namespace[attr]
+    if not _wraps_original(current, original):
+        return None
+    return owner, attr, current
+
+
+def discover_apis() -> List[ApiSpec]:
+    registry, selectors, naming = _registry()
+    by_original: Dict[int, ApiSpec] = {}
+    order: List[ApiSpec] = []
+    for original, template, _label in list(registry):
+        spec = by_original.get(id(original))
+        if spec is None:
+            located = _locate(original)
+            if located is None:
+                continue
+            owner, attr, current = located
+            spec = ApiSpec(
+                fi_api=naming(original),
+                owner=owner,
+                attr=attr,
+                current=current,
+                original=original,
+                selector=selectors.get(original),
+            )
+            by_original[id(original)] = spec
+            order.append(spec)
+        if all(t is not template for t in spec.templates):
+            spec.templates.append(template)
+    return order
+
+
+def name_prefix(template: Any) -> str:
+    return template.name_prefix if template.name_prefix is not None else template.op_type
+
+
+def name_pattern(template: Any) -> "re.Pattern[str]":
+    """A regex matching every definition name this template can produce:
+    the prefix, then each const axis as ``_<abbrev><int>`` (omitted when the
+    call does not carry the axis, as FlashInfer's naming rule does)."""
+    from flashinfer.trace.template import Const  # noqa: PLC0415
+
+    parts = [re.escape(name_prefix(template))]
+    for axis, marker in template.axes.items():
+        if not isinstance(marker, Const):
+            continue
+        abbrev = marker.abbrev if marker.abbrev is not None else axis
+        if abbrev == "":
+            continue
+        parts.append(f"(?:_{re.escape(abbrev)}-?\\d+)?")
+    return re.compile("".join(parts) + r"\Z")
+
+
+def could_produce(template: Any, names: Sequence[str]) -> bool:
+    pattern = name_pattern(template)
+    return any(pattern.match(n) for n in names)
+
+
+def module_aliases(obj: Any, skip: Tuple[Any, str]) -> List[Tuple[Any, str]]:
+    """Every ``flashinfer*`` module attribute bound to ``obj`` (by identity),
+    other than ``skip``: ``flashinfer.rmsnorm`` is ``flashinfer.norm.rmsnorm``."""
+    found: List[Tuple[Any, str]] = []
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or not (mod_name == "flashinfer" or mod_name.startswith("flashinfer.")):
+            continue
+        namespace = getattr(module, "__dict__", None)
+        if not namespace:
+            continue
+        for attr, value in list(namespace.items()):
+            if value is obj and (module, attr) != skip:
+                found.append((module, attr))
+    return found
