@@ -36,14 +36,28 @@ class ReturnConvention:
     returns_none: bool  # in-place API: results go back into inputs
     arity_param: Optional[str]  # e.g. "return_lse": the second output only on request
     outputs: Tuple[OutputPlan, ...]
+    fixed_tuple: bool = False  # returns (out, lse-or-None) whatever return_lse says
+
+
+def _return_annotation(fn: Callable) -> Any:
+    try:
+        return inspect.signature(fn).return_annotation
+    except (TypeError, ValueError):
+        return inspect.Signature.empty
 
 
 def _annotation_is_none(fn: Callable) -> bool:
-    try:
-        ann = inspect.signature(fn).return_annotation
-    except (TypeError, ValueError):
-        return False
+    ann = _return_annotation(fn)
     return ann is None or ann is type(None) or ann == "None"
+
+
+def _annotation_is_fixed_tuple(fn: Callable) -> bool:
+    """``-> tuple[Tensor, Optional[Tensor]]`` (always a pair), as opposed to
+    ``-> Union[Tensor, Tuple[Tensor, Tensor]]`` (a pair only on request)."""
+    text = _return_annotation(fn)
+    text = text if isinstance(text, str) else str(text)
+    text = text.replace("typing.", "").strip()
+    return text.lower().startswith("tuple[")
 
 
 def plan_outputs(template: Any, shape: CallShape, api_fn: Callable) -> ReturnConvention:
@@ -75,7 +89,12 @@ def plan_outputs(template: Any, shape: CallShape, api_fn: Callable) -> ReturnCon
                 f"in-place API has no write-back target for output(s) {missing or '[]'} in its template"
             )
     arity = "return_lse" if shape.has("return_lse") and any(p.key == "lse" for p in plans) else None
-    return ReturnConvention(returns_none=returns_none, arity_param=arity, outputs=tuple(plans))
+    return ReturnConvention(
+        returns_none=returns_none,
+        arity_param=arity,
+        outputs=tuple(plans),
+        fixed_tuple=bool(arity) and _annotation_is_fixed_tuple(api_fn),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -128,6 +147,8 @@ def _make_helpers(ctx: _Context) -> Dict[str, Callable]:
             want = str(low) if low == high else f"{low} to {high}"
             raise ctx.fail(f"returned {len(items)} result(s), the API needs {want}")
         for i, item in enumerate(items):
+            if item is None and i >= low:
+                continue  # an optional output the call did not ask for
             if not isinstance(item, torch.Tensor):
                 raise ctx.fail(f"result {i} is {_describe(item)}, expected a Tensor")
         return items
@@ -326,7 +347,7 @@ def build_hit_entry(
             low = 1 if arity else n
             emit(f"{PREFIX}rs = list({PREFIX}results({PREFIX}r, {low}, {n}))")
             if arity:
-                emit(f"if {arity} and len({PREFIX}rs) < {n}:")
+                emit(f"if {arity} and (len({PREFIX}rs) < {n} or {PREFIX}rs[-1] is None):")
                 emit(f"    raise {PREFIX}fail('{arity}=True but the solution returned no ' + {outputs[-1].key!r})")
                 emit(f"if not {arity}: del {PREFIX}rs[1:]")
             for i, o in enumerate(outputs):
@@ -336,7 +357,9 @@ def build_hit_entry(
                 else:
                     _deliver(emit, i, o, f"{PREFIX}rs[{i}]")
             emit(f"{PREFIX}tick()")
-            if arity:
+            if arity and convention.fixed_tuple:
+                emit(f"return tuple({PREFIX}rs) if {arity} else ({PREFIX}rs[0], None)")
+            elif arity:
                 emit(f"return tuple({PREFIX}rs) if {arity} else {PREFIX}rs[0]")
             else:
                 emit(f"return tuple({PREFIX}rs)")
