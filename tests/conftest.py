@@ -8,7 +8,12 @@ import os
 
 import pytest
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run on CPU tensors only under its interpreter, chosen
+    # before triton is first imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

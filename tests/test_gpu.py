@@ -1,0 +1,126 @@
+"""On a CUDA GPU: routed calls give what FlashInfer's own kernels give, misses
+run the original kernels, and CUDA-graph capture applies only warmed shapes.
+Skipped without CUDA (see conftest.py); run on the device machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flashinfer
+import flashinfer_trace_apply as fita
+
+pytestmark = pytest.mark.gpu
+
+
+def torch_rmsnorm(hidden_states, weight, eps=1e-6):
+    x = hidden_states.float()
+    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(hidden_states.dtype)
+
+
+def torch_fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6):
+    added = hidden_states.float() + residual.float()
+    return torch_rmsnorm(added.to(hidden_states.dtype), weight, eps), added.to(hidden_states.dtype)
+
+
+def torch_silu_and_mul(input):
+    d = input.shape[-1] // 2
+    return (torch.nn.functional.silu(input[..., :d].float()) * input[..., d:].float()).to(input.dtype)
+
+
+def close(a, b, dtype=torch.bfloat16):
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
+    return torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 512])
+def test_rmsnorm_and_fused_add_match_the_original_kernels(batch):
+    x = torch.randn(batch, 4096, dtype=torch.bfloat16, device="cuda")
+    w = torch.randn(4096, dtype=torch.bfloat16, device="cuda")
+    residual = torch.randn_like(x)
+    expected = flashinfer.rmsnorm(x, w, eps=1e-5)
+    x_ref, r_ref = x.clone(), residual.clone()
+    flashinfer.fused_add_rmsnorm(x_ref, r_ref, w)
+
+    fita.enable_apply({"rmsnorm_h4096": torch_rmsnorm, "fused_add_rmsnorm_h4096": torch_fused_add_rmsnorm})
+    assert close(flashinfer.rmsnorm(x, w, eps=1e-5), expected)
+    out = torch.empty_like(x)
+    assert flashinfer.rmsnorm(x, w, eps=1e-5, out=out) is out and close(out, expected)
+    x_in, r_in = x.clone(), residual.clone()
+    flashinfer.fused_add_rmsnorm(x_in, r_in, w)
+    assert close(x_in, x_ref) and close(r_in, r_ref)
+    # A miss runs FlashInfer's own kernel, bit for bit.
+    x2, w2 = x[:, :2048].contiguous(), w[:2048].contiguous()
+    missed = flashinfer.rmsnorm(x2, w2)
+    fita.disable_apply()
+    assert torch.equal(missed, flashinfer.rmsnorm(x2, w2))
+
+
+def test_silu_and_mul_matches_the_original_kernel():
+    x = torch.randn(33, 2 * 14336, dtype=torch.bfloat16, device="cuda")
+    expected = flashinfer.silu_and_mul(x)
+    name = flashinfer.silu_and_mul.fi_trace(input=x)["name"]
+    fita.enable_apply({name: torch_silu_and_mul})
+    assert close(flashinfer.silu_and_mul(x), expected)
+    out = torch.empty_like(expected)
+    assert flashinfer.silu_and_mul(x, out=out) is out and close(out, expected)
+    assert fita.stats()["flashinfer.activation.silu_and_mul"]["hit"] == 2
+
+
+def _decode_setup():
+    from flashinfer.trace.templates.attention import gqa_paged_decode_trace as template
+
+    inputs = template.init(batch_size=5, device="cuda")
+    workspace = torch.empty(128 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+    wrapper.plan(**inputs["plan"])
+    return template, wrapper, inputs["run"]
+
+
+def test_batch_decode_run_matches_the_original_kernel():
+    template, wrapper, run = _decode_setup()
+    expected, expected_lse = wrapper.run(**run, return_lse=True)
+    name = flashinfer.BatchDecodeWithPagedKVCacheWrapper.run.fi_trace(**run)["name"]
+    calls = []
+
+    def solution(q, k_cache, v_cache, kv_indptr, kv_indices, sm_scale):
+        calls.append(sm_scale)
+        return template.reference(q, k_cache, v_cache, kv_indptr, kv_indices, sm_scale)
+
+    fita.enable_apply({name: solution})
+    out = wrapper.run(**run)
+    assert out.shape == expected.shape and close(out, expected)
+    out2, lse = wrapper.run(**run, return_lse=True)
+    assert close(out2, expected) and torch.allclose(lse, expected_lse, atol=2e-2, rtol=2e-2)
+    assert fita.stats()[next(k for k in fita.stats() if k.endswith("BatchDecodeWithPagedKVCacheWrapper.run"))]["hit"] == 2
+    assert calls[0] == pytest.approx(1 / 128 ** 0.5)
+
+
+def test_cuda_graph_capture_applies_only_warmed_shapes():
+    fita.enable_apply({"rmsnorm_h4096": torch_rmsnorm})
+    w = torch.randn(4096, dtype=torch.bfloat16, device="cuda")
+    warm = torch.randn(8, 4096, dtype=torch.bfloat16, device="cuda")
+    flashinfer.rmsnorm(warm, w)  # resolves h4096 eagerly
+    cold_w = torch.randn(2048, dtype=torch.bfloat16, device="cuda")
+    cold = torch.randn(8, 2048, dtype=torch.bfloat16, device="cuda")
+    flashinfer.rmsnorm(cold, cold_w)  # compile FlashInfer's kernel outside capture
+    fita.enable_apply({"rmsnorm_h4096": torch_rmsnorm, "rmsnorm_h1024": torch_rmsnorm})
+    flashinfer.rmsnorm(warm, w)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            y_warm = flashinfer.rmsnorm(warm, w)
+            y_cold = flashinfer.rmsnorm(cold, cold_w)
+    graph.replay()
+    torch.cuda.synchronize()
+    counts = fita.stats()["flashinfer.norm.rmsnorm"]
+    assert counts["hit"] == 2 and counts["fallback_unwarmed_in_capture"] == 1
+    assert close(y_warm, torch_rmsnorm(warm, w)) and close(y_cold, torch_rmsnorm(cold, cold_w))
+
+
+def test_bundled_folder_checks_on_gpu():
+    from flashinfer_trace_apply.check import run_check
+
+    rows = run_check(str(fita.bundled_solutions_path()), batches=[1, 3, 127, 4096])
+    assert rows and all(r.result == "pass" for r in rows), [r for r in rows if r.result != "pass"]
