@@ -53,8 +53,9 @@ def install() -> None:
     if _armed:
         return
     try:
-        value = os.environ.get("FLASHINFER_TRACE_APPLY", "").strip()
-        if value in ("", "0"):
+        # Armed for any value but exactly "" or "0" (FlashInfer's built-in
+        # reacts to those too), so a bad value is reported once, by us.
+        if os.environ.get("FLASHINFER_TRACE_APPLY", "") in ("", "0"):
             return
         from wrapt import register_post_import_hook
 

@@ -10,6 +10,7 @@ Releases without the built-in are unaffected.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any, Callable
 
@@ -46,10 +47,24 @@ def _refusing(original: Callable) -> Callable:
     return enable_apply
 
 
+def _builtin_module() -> Any:
+    """The built-in engine module, imported now if this FlashInfer release has
+    one. ``import flashinfer`` only imports it when the variable is set; left
+    unimported, a later ``flashinfer.trace_apply.enable_apply()`` would find
+    no refusal in place and stack a second engine on top of ours."""
+    module = sys.modules.get(BUILTIN)
+    if module is not None:
+        return module
+    try:
+        return importlib.import_module(BUILTIN)
+    except Exception:  # noqa: BLE001 - releases without the built-in (or a broken one)
+        return None
+
+
 def take_over(patches: PatchSet) -> None:
     """Stop a running built-in engine and make its enable refuse while ours
     is on (the refusal is a patch, so our disable undoes it)."""
-    builtin = sys.modules.get(BUILTIN)
+    builtin = _builtin_module()
     if builtin is None:
         return
     is_enabled = getattr(builtin, "is_enabled", None)

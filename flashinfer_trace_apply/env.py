@@ -49,11 +49,3 @@ def read_env(environ: "os._Environ[str] | dict[str, str] | None" = None) -> EnvS
         path=path,
         problem=f"{ENABLE_VAR} must be '0', '1' or empty, got {raw!r}; Trace Apply stays off",
     )
-
-
-def is_armed(environ: "dict[str, str] | None" = None) -> bool:
-    """True when start-up should arm the hook: any value that is not plainly
-    off, so that a bad value is reported once by us (and the built-in engine,
-    which reads the same variable, is kept quiet)."""
-    env = os.environ if environ is None else environ
-    return env.get(ENABLE_VAR, "").strip() not in OFF_VALUES
