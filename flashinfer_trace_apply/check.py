@@ -92,20 +92,21 @@ def _reference_inputs(template: Any, inputs: Dict[str, Any]) -> Dict[str, Any]:
     return values
 
 
-def _original_error(spec: Any, template: Any, inputs: Dict[str, Any], refs: List[Any]) -> Optional[float]:
-    """Max abs error of the unpatched FlashInfer API against the reference."""
+def _original_verdict(spec: Any, template: Any, inputs: Dict[str, Any], reference: Any, refs: List[Any]) -> Tuple[bool, float]:
+    """Whether the unpatched FlashInfer API passes the template's check on
+    the same inputs, and its max abs error against the reference."""
     import torch  # noqa: PLC0415
 
     fresh = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     result = getattr(spec.owner, spec.attr)(**fresh)
     if result is None:
-        return None
+        return True, math.nan
     errors = [
         float((a.float() - r.float()).abs().max())
         for r, a in zip(refs, _as_list(result))
         if isinstance(r, torch.Tensor) and isinstance(a, torch.Tensor) and r.shape == a.shape and a.numel()
     ]
-    return max(errors) if errors else None
+    return bool(template.check(reference, result)), (max(errors) if errors else math.nan)
 
 
 def _within_one_ulp(refs: List[Any], acts: List[Any]) -> bool:
@@ -172,11 +173,13 @@ def check_one(definition: str, solution: Any, batch: int, device: str, dtype: An
         if template.check(reference, actual):
             row.result = "pass"
         elif device == "cuda" and errors:
-            # Some template checks are stricter than one bf16 ulp; then the
-            # bar is FlashInfer's own kernel on the same inputs.
-            original_error = _original_error(spec, template, inputs, refs)
-            if original_error is not None and max(errors) <= original_error:
-                row.result, row.detail = "pass", f"no worse than FlashInfer's kernel (max err {original_error:.3g})"
+            # Some template checks (rmsnorm: rtol=atol=1e-3) are stricter than
+            # one bf16 ulp, and FlashInfer's own kernel fails them too. Then
+            # the bar is: within one ulp of the reference, as the original is not.
+            original_passes, original_error = _original_verdict(spec, template, inputs, reference, refs)
+            if not original_passes and _within_one_ulp(refs, acts):
+                row.result = "pass"
+                row.detail = f"within 1 ulp; FlashInfer's kernel fails this check too (max err {original_error:.3g})"
         elif os.environ.get("TRITON_INTERPRET") == "1" and _within_one_ulp(refs, acts):
             # The Triton interpreter truncates to bf16/fp16 where a GPU rounds.
             row.result, row.detail = "pass", "within 1 ulp (Triton interpreter)"
