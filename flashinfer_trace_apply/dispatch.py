@@ -26,6 +26,23 @@ from .registry import ApiSpec, could_produce
 from .counters import ERROR, FALLBACK_NO_CANDIDATE, FALLBACK_UNWARMED_IN_CAPTURE, HIT, StatsBoard
 
 
+def _constant_under_compile(fn: Callable) -> Callable:
+    """Let torch.compile run ``fn`` at trace time and use its result as a
+    constant, so a wrapped API called inside a compiled function resolves its
+    solution without a graph break (``fullgraph=True`` works)."""
+    try:
+        import torch  # noqa: PLC0415
+
+        mark = torch.compiler.assume_constant_result
+    except (ImportError, AttributeError):
+        return fn
+
+    def resolve_index(key: Any) -> int:  # a plain function: it carries the mark
+        return fn(key)
+
+    return mark(resolve_index)
+
+
 def is_capturing() -> bool:
     """True inside CUDA-graph capture; False on CPU-only torch builds, where
     the CUDA query itself may raise."""
@@ -84,6 +101,10 @@ class ApiRoute:
         self.plan_exprs, self.plan_globals = self._plan_sources()
         self.miss = self._passthrough(self.tick_miss, "miss")
         self.capture_miss = self._passthrough(self.tick_capture, "capture")
+        # Entries by index: the slow path hands back an int, which
+        # torch.compile can take as a constant (see resolve_index).
+        self.entries: List[Callable] = [self.miss, self.capture_miss]
+        self.resolve_index = _constant_under_compile(self._resolve_index)
 
     # -- what this API could serve -------------------------------------
     def routable_names(self, names: List[str]) -> Tuple[List[str], List[str]]:
@@ -143,7 +164,16 @@ class ApiRoute:
                 continue
             fn_name = f"{PREFIX}plan_{key}"
             globals_[fn_name] = make_reader(self.recorder, key, spec)
-            exprs[key] = f"{fn_name}({instance}, {reference})"
+            if spec.attr:
+                # The instance attribute inline (the common case), the
+                # reader (recorded plan() arguments, defaults) only when unset.
+                var = f"{PREFIX}p_{key}"
+                exprs[key] = (
+                    f"({var} if ({var} := getattr({instance}, {spec.attr!r}, None)) is not None "
+                    f"else {fn_name}({instance}, {reference}))"
+                )
+            else:
+                exprs[key] = f"{fn_name}({instance}, {reference})"
         return exprs, globals_
 
     def _passthrough(self, tick: Callable[[], int], kind: str) -> Callable:
@@ -173,14 +203,15 @@ class ApiRoute:
             "    try:",
             f"        {PREFIX}e = {PREFIX}cache[{PREFIX}k]",
             "    except KeyError:",
-            f"        {PREFIX}e = {PREFIX}resolve({PREFIX}k, {forward})",
+            f"        {PREFIX}e = {PREFIX}entries[{PREFIX}resolve({PREFIX}k)]",
             f"    return {PREFIX}e({forward})",
         ]
         ns = {
             f"{PREFIX}dflt": self.shape.defaults,
             f"{PREFIX}cache": self.cache,
             f"{PREFIX}slow_key": self.slow_key,
-            f"{PREFIX}resolve": self.resolve,
+            f"{PREFIX}resolve": self.resolve_index,
+            f"{PREFIX}entries": self.entries,
             f"{PREFIX}seq": (tuple, list),
         }
         wrapper = compile_function(self.spec.attr, "\n".join(lines) + "\n", ns, f"<trace_apply {self.spec.fi_api}>")
@@ -218,20 +249,25 @@ class ApiRoute:
             route = self.templates[index]
         return route, definition_name(route.template, route.sources, values)
 
-    def resolve(self, key: Any, *args: Any, **kwargs: Any) -> Callable:
+    def _resolve_index(self, key: Any) -> int:
+        """Index in ``self.entries`` of the entry for ``key``, built on first use."""
         entry = self.cache.get(key)
-        if entry is not None:
-            return entry
-        if is_capturing():
-            # Building a solution during capture would record its set-up work
-            # into the graph; only shapes resolved eagerly are applied.
-            return self.capture_miss
-        with self._lock:
-            entry = self.cache.get(key)
-            if entry is None:
-                entry = self._build_entry(key)
-                self.cache[key] = entry
-        return entry
+        if entry is None:
+            if is_capturing():
+                # Building a solution during capture would record its set-up
+                # work into the graph; only shapes resolved eagerly are applied.
+                return 1
+            with self._lock:
+                entry = self.cache.get(key)
+                if entry is None:
+                    entry = self._build_entry(key)
+                    if entry is not self.miss:
+                        self.entries.append(entry)
+                    self.cache[key] = entry
+        return 0 if entry is self.miss else self.entries.index(entry)
+
+    def resolve(self, key: Any) -> Callable:
+        return self.entries[self.resolve_index(key)]
 
     def _build_entry(self, key: Any) -> Callable:
         route, name = self.name_for(key)

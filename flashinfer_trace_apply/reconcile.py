@@ -282,7 +282,8 @@ def build_hit_entry(
                     f"definition input '{src.key}' (nor the API parameter '{src.param}')"
                 )
             used_params.add(src.param)
-            if src.optional and has_default.get(target, False):
+            may_be_none = src.expr != src.param or shape.defaults.get(src.param, None) is None
+            if src.optional and has_default.get(target, False) and may_be_none:
                 # Let the solution's own default apply when the caller gave nothing.
                 conditional.append((target, src.expr))
             else:
@@ -345,7 +346,11 @@ def build_hit_entry(
             emit(f"return {PREFIX}r")
         else:
             low = 1 if arity else n
-            emit(f"{PREFIX}rs = list({PREFIX}results({PREFIX}r, {low}, {n}))")
+            if arity:
+                emit(f"if {PREFIX}r.__class__ is {PREFIX}T: {PREFIX}rs = [{PREFIX}r]")
+                emit(f"else: {PREFIX}rs = list({PREFIX}results({PREFIX}r, {low}, {n}))")
+            else:
+                emit(f"{PREFIX}rs = list({PREFIX}results({PREFIX}r, {low}, {n}))")
             if arity:
                 emit(f"if {arity} and (len({PREFIX}rs) < {n} or {PREFIX}rs[-1] is None):")
                 emit(f"    raise {PREFIX}fail('{arity}=True but the solution returned no ' + {outputs[-1].key!r})")

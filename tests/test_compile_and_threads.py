@@ -1,0 +1,84 @@
+"""The dispatch path under torch.compile(fullgraph=True) and under threads."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+import torch
+
+import flashinfer
+import flashinfer_trace_apply as fita
+
+
+def torch_rmsnorm(hidden_states, weight, eps=1e-6):
+    x = hidden_states.float()
+    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(hidden_states.dtype)
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warmed"])
+def test_compiled_function_routes_to_the_solution(backend, warm):
+    calls = []
+
+    def solution(hidden_states, weight, eps=1e-6):
+        calls.append(1)  # runs at trace time at least once
+        return torch_rmsnorm(hidden_states, weight, eps)
+
+    fita.enable_apply({"rmsnorm_h64": solution})
+    x, w = torch.randn(4, 64), torch.randn(64)
+    if warm:
+        flashinfer.rmsnorm(x, w)
+
+    def model(x, w):
+        return flashinfer.rmsnorm(x, w, eps=1e-5) * 2
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    y = compiled(x, w)
+    # A miss would reach FlashInfer's CUDA kernel and fail on CPU tensors.
+    assert torch.allclose(y, torch_rmsnorm(x, w, 1e-5) * 2, atol=1e-5)
+    assert calls
+    assert fita.stats()["flashinfer.norm.rmsnorm"]["error"] == 0
+
+
+def test_threads_first_calls_for_many_shapes_resolve_once_each_and_count_exactly():
+    sizes = [64, 128, 256, 512]
+    fita.enable_apply({f"rmsnorm_h{h}": torch_rmsnorm for h in sizes})
+    route = flashinfer.rmsnorm.__fita_route__
+    built = []
+    build = route._build_entry
+
+    def counting_build(key):
+        built.append(key)
+        return build(key)
+
+    route._build_entry = counting_build
+    inputs = [(torch.randn(2, h), torch.randn(h)) for h in sizes]
+    threads, rounds = 8, 100
+    barrier = threading.Barrier(threads)
+    errors = []
+
+    def work():
+        try:
+            barrier.wait()
+            for _ in range(rounds):
+                for x, w in inputs:
+                    flashinfer.rmsnorm(x, w)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        pool = [threading.Thread(target=work) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert not errors
+    assert sorted(built) == sizes
+    assert fita.stats()["flashinfer.norm.rmsnorm"]["hit"] == threads * rounds * len(sizes)
