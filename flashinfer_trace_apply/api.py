@@ -13,15 +13,15 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import builtin_guard
 from .env import ENABLE_VAR, PATH_VAR, read_env
 from .errors import ConfigError
 from .patcher import PatchSet
+from .counters import StatsBoard
 from .plan_state import PlanRecorder, plan_inputs_for
 from .registry import discover_apis, module_aliases
-from .counters import StatsBoard
 from .warn import warn
 
 
@@ -60,27 +60,45 @@ def _validate(solutions: Mapping[str, Any]) -> Dict[str, Any]:
     return checked
 
 
-def _from_environment() -> Dict[str, Any]:
-    from .catalog import load_solutions  # noqa: PLC0415
+def _from_environment() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    from .catalog import load_definitions, load_solutions  # noqa: PLC0415
 
     path = read_env().path
     if not path:
+        return {}, {}
+    return load_solutions(path), load_definitions(path)
+
+
+def _definitions(definitions: Any) -> Dict[str, Any]:
+    if definitions is None:
         return {}
-    return load_solutions(path)
+    if isinstance(definitions, (str, os.PathLike)):
+        from .catalog import load_definitions  # noqa: PLC0415
+
+        return load_definitions(definitions)
+    if not isinstance(definitions, Mapping):
+        raise TypeError(f"definitions must be a mapping {{name: Definition JSON}} or a folder, got {type(definitions).__name__}")
+    return dict(definitions)
 
 
-def enable_apply(solutions: Optional[Mapping[str, Any]] = None) -> int:
+def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None) -> int:
     """Route FlashInfer calls whose definition name is in ``solutions``.
 
     ``solutions`` maps definition names (``"rmsnorm_h4096"``) to a Python
     callable or a Solution. With no argument, the curated folder named by
-    ``FLASHINFER_TRACE_APPLY_PATH`` is loaded; with nothing configured this
-    is a no-op. Calling it again replaces the previous mapping. Returns the
-    number of attributes wrapped.
+    ``FLASHINFER_TRACE_APPLY_PATH`` is loaded (``solutions/`` and, if
+    present, ``definitions/``); with nothing configured this is a no-op.
+    ``definitions`` (a mapping of Definition JSONs by name, or a curated
+    folder) adds dtype and constraint checks to routing. Calling it again
+    replaces the previous mapping. Returns the number of attributes wrapped.
     """
     global _session, _last_board
     with _lock:
-        mapping = _validate(_from_environment() if solutions is None else solutions)
+        if solutions is None:
+            loaded, found = _from_environment()
+            mapping, definition_map = _validate(loaded), {**found, **_definitions(definitions)}
+        else:
+            mapping, definition_map = _validate(solutions), _definitions(definitions)
         if _session is not None:
             _restore(_session, report_unmatched=False)
             _session = None
@@ -89,7 +107,7 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None) -> int:
         session = _Session(names=sorted(mapping))
         _last_board = session.board
         try:
-            count = _install(session, mapping)
+            count = _install(session, mapping, definition_map)
         except BaseException:
             session.patches.restore()
             raise
@@ -97,17 +115,64 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None) -> int:
         return count
 
 
-def _install(session: _Session, mapping: Dict[str, Any]) -> int:
+def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map: Dict[str, Any]) -> Any:
+    """Rules and hardware support per registered name; reports, once, what
+    will not be routed here or not be checked per call."""
+    from .definitions import rules_from_definition  # noqa: PLC0415
+    from .dispatch import RoutingContext  # noqa: PLC0415
+    from .hardware import current_sm, read_targets  # noqa: PLC0415
+
+    sm = current_sm()
+    rules = {name: rules_from_definition(d) for name, d in definition_map.items() if name in mapping}
+    hardware = {}
+    excluded, unreadable = [], []
+    for name, value in mapping.items():
+        spec = getattr(value, "spec", None)
+        if spec is None:
+            continue
+        support = read_targets(spec.target_hardware)
+        hardware[name] = support
+        unreadable += [f"{name}: {e!r}" for e in support.unreadable]
+        if not support.allows(sm):
+            excluded.append(f"{name} (targets {list(spec.target_hardware)})")
+    if excluded:
+        warn(f"not routed on this GPU (sm{sm}): {', '.join(excluded)}; such calls count as fallback_unsupported_arch", stacklevel=5)
+    if unreadable:
+        warn(f"target_hardware entries not understood (ignored): {', '.join(unreadable)}", stacklevel=5)
+    unchecked = [f"{n}: {c!r}" for n, r in rules.items() for c in r.unchecked]
+    if unchecked:
+        warn(
+            "constraints that need tensor data are not checked per call (a GPU sync per call, "
+            f"impossible in CUDA-graph capture): {', '.join(unchecked)}",
+            stacklevel=5,
+        )
+    told: Set[Tuple[str, str]] = set()
+
+    def report_unaccepted(fi_api: str, argument: str, value: Any) -> bool:
+        if (fi_api, argument) not in told:
+            told.add((fi_api, argument))
+            warn(
+                f"{fi_api} was called with {argument}={value!r}, which the routed solution does not "
+                "accept; the solution ran without it (add the parameter to the solution to receive it)",
+                stacklevel=4,
+            )
+        return True
+
+    return RoutingContext(mapping, rules, hardware, sm, session.board, PlanRecorder(), session.fired, report_unaccepted)
+
+
+def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[str, Any]) -> int:
     import flashinfer  # noqa: F401, PLC0415 - fills the trace registry
 
     from .dispatch import ApiRoute  # noqa: PLC0415
 
-    recorder = PlanRecorder()
+    context = _routing_context(session, mapping, definition_map)
+    recorder = context.recorder
     names = session.names
     problems: List[str] = []
     wrapped = 0
     for spec in discover_apis():
-        route = ApiRoute(spec, mapping, session.board, recorder, session.fired)
+        route = ApiRoute(spec, context)
         serves, issues = route.routable_names(names)
         problems.extend(issues)
         if not serves:

@@ -13,7 +13,11 @@ from typing import Callable, Dict
 HIT = "hit"
 FALLBACK_NO_CANDIDATE = "fallback_no_candidate"
 FALLBACK_UNWARMED_IN_CAPTURE = "fallback_unwarmed_in_capture"
+FALLBACK_DTYPE_MISMATCH = "fallback_dtype_mismatch"
+FALLBACK_UNSUPPORTED_ARCH = "fallback_unsupported_arch"
+FALLBACK_CONSTRAINT = "fallback_constraint"
 ERROR = "error"
+# Always reported for an API that saw calls; the rarer fallbacks only when they happened.
 STATUSES = (HIT, FALLBACK_NO_CANDIDATE, FALLBACK_UNWARMED_IN_CAPTURE, ERROR)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .codegen import PREFIX, CallShape, compile_function
 from .errors import SolutionCallError, TraceApplyError
+from .layout import CACHE_PARAM, nhd_view
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class OutputPlan:
     dest: Optional[str]  # API parameter the result is written into, if any
     in_place: bool  # dest is an input buffer (template ``param``), not out=/lse=
     dtype_like: Optional[str]  # API parameter whose dtype the result must have
+    shape_like: Optional[str] = None  # API parameter whose shape and device it must have
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,23 @@ def _annotation_is_fixed_tuple(fn: Callable) -> bool:
     return text.lower().startswith("tuple[")
 
 
-def plan_outputs(template: Any, shape: CallShape, api_fn: Callable) -> ReturnConvention:
+def plan_outputs(template: Any, shape: CallShape, api_fn: Callable, fi_api: str = "") -> ReturnConvention:
     """Where each output of ``template`` goes for this API, or raise
     ``TraceApplyError`` when the API cannot be routed faithfully."""
     from flashinfer.trace.template import Tensor  # noqa: PLC0415
 
+    from .inplace import write_back_target  # noqa: PLC0415
+
     returns_none = _annotation_is_none(api_fn)
     plans: List[OutputPlan] = []
     out_taken = False
+    api_params = [p.name for p in shape.parameters]
     for key, desc in template.outputs.items():
         if not isinstance(desc, Tensor):
             continue
         dest: Optional[str] = None
         in_place = False
-        param = getattr(desc, "param", None)
+        param = write_back_target(fi_api, template, key, api_params) if returns_none else getattr(desc, "param", None)
         if param is not None and shape.has(param):
             dest, in_place = param, returns_none or param not in ("out", "lse")
         elif key == "lse" and shape.has("lse"):
@@ -81,7 +86,7 @@ def plan_outputs(template: Any, shape: CallShape, api_fn: Callable) -> ReturnCon
         elif key != "lse" and not out_taken and shape.has("out"):
             dest, out_taken = "out", True
         dtype_like = desc.dtype_from if desc.dtype_from and shape.has(desc.dtype_from) else None
-        plans.append(OutputPlan(key=key, dest=dest, in_place=in_place, dtype_like=dtype_like))
+        plans.append(OutputPlan(key=key, dest=dest, in_place=in_place, dtype_like=dtype_like, shape_like=_same_dims_input(template, desc, shape)))
     if returns_none:
         missing = [p.key for p in plans if p.dest is None]
         if missing or not plans:
@@ -95,6 +100,20 @@ def plan_outputs(template: Any, shape: CallShape, api_fn: Callable) -> ReturnCon
         outputs=tuple(plans),
         fixed_tuple=bool(arity) and _annotation_is_fixed_tuple(api_fn),
     )
+
+
+def _same_dims_input(template: Any, desc: Any, shape: CallShape) -> Optional[str]:
+    """A required tensor argument with exactly the output's dims: the
+    result must then have that argument's shape and device."""
+    from flashinfer.trace.template import Tensor  # noqa: PLC0415
+
+    for key, d in template.inputs.items():
+        if not isinstance(d, Tensor) or d.optional or d.tuple_idx is not None:
+            continue
+        param = d.param if d.param is not None else key
+        if list(d.dim_names) == list(desc.dim_names) and shape.has(param):
+            return param
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -149,7 +168,7 @@ def _make_helpers(ctx: _Context) -> Dict[str, Callable]:
         for i, item in enumerate(items):
             if item is None and i >= low:
                 continue  # an optional output the call did not ask for
-            if not isinstance(item, torch.Tensor):
+            if not isinstance(item, (torch.Tensor, tuple, list)):
                 raise ctx.fail(f"result {i} is {_describe(item)}, expected a Tensor")
         return items
 
@@ -158,6 +177,12 @@ def _make_helpers(ctx: _Context) -> Dict[str, Callable]:
         fits exactly (no broadcasting, no silent dtype/device conversion)."""
         if result is buffer:
             return buffer
+        if isinstance(buffer, (tuple, list)):  # e.g. a paged cache given as (k, v)
+            if not isinstance(result, (tuple, list)) or len(result) != len(buffer):
+                raise ctx.fail(f"{what}: expected {len(buffer)} tensors to write into the caller's {type(buffer).__name__}, got {_describe(result)}")
+            for i, (part, target) in enumerate(zip(result, buffer)):
+                into(part, target, f"{what}[{i}]")
+            return buffer
         if not isinstance(result, torch.Tensor):
             raise ctx.fail(f"{what}: result is {_describe(result)}, expected a Tensor")
         if result.shape != buffer.shape or result.dtype != buffer.dtype or result.device != buffer.device:
@@ -165,15 +190,21 @@ def _make_helpers(ctx: _Context) -> Dict[str, Callable]:
         buffer.copy_(result)
         return buffer
 
-    def wrong_dtype(result: Any, like: Any, what: str) -> None:
-        if isinstance(result, torch.Tensor) and isinstance(like, torch.Tensor):
-            raise ctx.fail(f"{what}: result dtype {result.dtype} differs from the API's {like.dtype}")
-        raise ctx.fail(f"{what}: result is {_describe(result)}, expected a Tensor")
+    def wrong_result(result: Any, dtype_like: Any, shape_like: Any, what: str) -> None:
+        if not isinstance(result, torch.Tensor):
+            raise ctx.fail(f"{what}: result is {_describe(result)}, expected a Tensor")
+        if isinstance(dtype_like, torch.Tensor) and result.dtype != dtype_like.dtype:
+            raise ctx.fail(f"{what}: result dtype {result.dtype} differs from the API's {dtype_like.dtype}")
+        if isinstance(shape_like, torch.Tensor):
+            raise ctx.fail(
+                f"{what}: result {_describe(result)} does not match the shape/device the API returns, "
+                f"that of {_describe(shape_like)}"
+            )
 
     return {
         f"{PREFIX}results": results,
         f"{PREFIX}into": into,
-        f"{PREFIX}wrong_dtype": wrong_dtype,
+        f"{PREFIX}wrong": wrong_result,
         f"{PREFIX}annotate": ctx.annotate,
         f"{PREFIX}fail": ctx.fail,
     }
@@ -204,11 +235,25 @@ class InputSource:
     optional: bool
 
 
+def cache_prelude(instance: str) -> str:
+    """Source line giving ``_fita_kvc``: K and V of ``paged_kv_cache`` as NHD
+    tensors. The common case (an NHD ``(k, v)`` tuple) costs one attribute read."""
+    return (
+        f"{PREFIX}kvc = {CACHE_PARAM} if ({CACHE_PARAM}.__class__ is tuple and "
+        f"getattr({instance}, '_kv_layout', 'NHD') == 'NHD') else "
+        f"({PREFIX}nhd({PREFIX}layout({instance}), {CACHE_PARAM}, 0), {PREFIX}nhd({PREFIX}layout({instance}), {CACHE_PARAM}, 1))"
+    )
+
+
 def input_sources(
     template: Any,
     shape: CallShape,
     plan_exprs: Dict[str, str],
+    cache_layout_expr: Optional[str] = None,
 ) -> List[InputSource]:
+    """How to get each definition input inside the generated function.
+    ``cache_layout_expr``: for wrapper ``run()`` methods, source text giving
+    the cache layout, so K/V are handed over as NHD views."""
     from flashinfer.trace.template import Tensor  # noqa: PLC0415
 
     sources: List[InputSource] = []
@@ -216,7 +261,9 @@ def input_sources(
         param = desc.param if getattr(desc, "param", None) is not None else key
         tuple_idx = getattr(desc, "tuple_idx", None) if isinstance(desc, Tensor) else None
         if shape.has(param):
-            if tuple_idx is not None:
+            if tuple_idx is not None and param == CACHE_PARAM and cache_layout_expr:
+                expr = f"{PREFIX}kvc[{tuple_idx}]"  # see cache_prelude()
+            elif tuple_idx is not None:
                 expr = f"({param}[{tuple_idx}] if {param}.__class__ in {PREFIX}seq else None)"
             else:
                 expr = param
@@ -242,6 +289,9 @@ def build_hit_entry(
     is_method: bool = False,
     allocate: Optional[Callable[..., List[Any]]] = None,
     extra_globals: Optional[Dict[str, Any]] = None,
+    guard: Optional["CallGuard"] = None,
+    report_unaccepted: Optional[Callable[[str, Any], bool]] = None,
+    prelude: Sequence[str] = (),
 ) -> Callable:
     import torch  # noqa: PLC0415
 
@@ -252,6 +302,7 @@ def build_hit_entry(
         f"{PREFIX}seq": (tuple, list),
         f"{PREFIX}T": torch.Tensor,
         f"{PREFIX}alloc": allocate,
+        f"{PREFIX}nhd": nhd_view,
     }
     ns.update(_make_helpers(ctx))
     ns.update(extra_globals or {})
@@ -260,7 +311,23 @@ def build_hit_entry(
     lines: List[str] = []
     emit = lines.append
 
+    for line in prelude:
+        emit(line)
+    # 0. Per-call constraints of the definition (var axes): a violating call
+    # runs the original instead.
+    if guard is not None:
+        ns[f"{PREFIX}cmiss"] = guard.fallback
+        emit("try:")
+        for line in guard.assignments:
+            emit("    " + line)
+        emit(f"    {PREFIX}ok = {guard.condition}")
+        emit("except Exception:")
+        emit(f"    {PREFIX}ok = False")
+        emit(f"if not {PREFIX}ok:")
+        emit(f"    return {PREFIX}cmiss({shape.forward()})")
+
     # 1. The solution's arguments.
+    unaccepted: List[str] = []
     call_args: List[str] = []
     conditional: List[Tuple[str, str]] = []  # passed only when not None
     if loaded.positional:
@@ -299,6 +366,8 @@ def build_hit_entry(
                 continue
             if named is not None and p.name in named:
                 call_args.append(f"{p.name}={p.name}")
+            elif report_unaccepted is not None and p.default is not p.empty:
+                unaccepted.append(p.name)
 
     # 2. Destination-passing: outputs are caller buffers or fresh tensors.
     if loaded.destination_passing:
@@ -311,6 +380,17 @@ def build_hit_entry(
             call_args += [f"{PREFIX}outs[{i}]" for i in range(len(outputs))]
         else:
             call_args += [f"{o.key}={PREFIX}outs[{i}]" for i, o in enumerate(outputs)]
+
+    # A call argument the solution cannot take, set to a non-default value,
+    # is reported once per API and argument (then no longer checked).
+    # One test per argument, identity first: a default value costs one `is`.
+    tests = []
+    for name in unaccepted:
+        ns[f"{PREFIX}told_{name}"] = False
+        ns[f"{PREFIX}dv_{name}"] = shape.defaults[name]
+        tests.append(f"({name} is not {PREFIX}dv_{name} and not {PREFIX}told_{name})")
+    if tests:
+        emit(f"if {' or '.join(tests)}: {PREFIX}unaccepted({', '.join(f'{n}={n}' for n in unaccepted)})")
 
     if conditional:
         emit(f"{PREFIX}kw = {{}}")
@@ -369,16 +449,67 @@ def build_hit_entry(
             else:
                 emit(f"return tuple({PREFIX}rs)")
 
+    scope: Dict[str, Any] = {}
+
+    def unaccepted_arguments(**values: Any) -> None:
+        for name, value in values.items():
+            if value is shape.defaults[name] or scope["globals"][f"{PREFIX}told_{name}"]:
+                continue
+            try:
+                if bool(value == shape.defaults[name]):
+                    # Equal, not identical (a literal at the call site): take
+                    # this object as the default so the next call passes on `is`.
+                    scope["globals"][f"{PREFIX}dv_{name}"] = value
+                    continue
+            except Exception:  # noqa: BLE001 - e.g. a tensor: not the default
+                pass
+            if report_unaccepted is not None and report_unaccepted(name, value):
+                scope["globals"][f"{PREFIX}told_{name}"] = True
+
+    ns[f"{PREFIX}unaccepted"] = unaccepted_arguments
     body = "\n".join("    " + line for line in lines)
     source = f"def {PREFIX}hit({shape.header(with_defaults=False)}):\n{body}\n"
-    return compile_function(f"{PREFIX}hit", source, ns, f"<trace_apply hit {fi_api} {definition}>")
+    entry = compile_function(f"{PREFIX}hit", source, ns, f"<trace_apply hit {fi_api} {definition}>")
+    scope["globals"] = entry.__globals__
+    return entry
+
+
+@dataclass(frozen=True)
+class CallGuard:
+    """Source lines that compute the axes a per-call constraint reads, the
+    condition, and the entry to run when it fails."""
+
+    assignments: Tuple[str, ...]
+    condition: str
+    fallback: Callable
 
 
 def _deliver(emit: Callable[[str], None], i: int, o: OutputPlan, var: str) -> None:
-    """Source lines that check one result and move it to its destination."""
+    """Source lines that check one result and move it to its destination:
+    into the caller's buffer (checked there), or returned after cheap
+    metadata checks against the input it must resemble."""
+    tests = []
+    if o.dtype_like:
+        tests.append(f"{var}.dtype is not {o.dtype_like}.dtype")
+    if o.shape_like:
+        tests.append(f"{var}.shape != {o.shape_like}.shape or {var}.get_device() != {o.shape_like}.get_device()")
+    check = ""
+    if tests:
+        check = (
+            f"if {' or '.join(tests)}: "
+            f"{PREFIX}wrong({var}, {o.dtype_like or 'None'}, {o.shape_like or 'None'}, {o.key!r})"
+        )
     if o.dest:
-        emit(f"if {o.dest} is not None: {var} = {PREFIX}into({var}, {o.dest}, {o.key!r})")
-        if o.dtype_like and o.dtype_like != o.dest:
-            emit(f"elif {var}.dtype is not {o.dtype_like}.dtype: {PREFIX}wrong_dtype({var}, {o.dtype_like}, {o.key!r})")
-    elif o.dtype_like:
-        emit(f"if {var}.dtype is not {o.dtype_like}.dtype: {PREFIX}wrong_dtype({var}, {o.dtype_like}, {o.key!r})")
+        # The common case inline (a tensor that fits exactly is copied in);
+        # into() handles the rest and raises with the details.
+        emit(f"if {o.dest} is not None:")
+        emit(
+            f"    if {var} is not {o.dest} and ({var}.__class__ is not {PREFIX}T or {o.dest}.__class__ is not {PREFIX}T "
+            f"or {var}.dtype is not {o.dest}.dtype or {var}.shape != {o.dest}.shape "
+            f"or {var}.get_device() != {o.dest}.get_device()): {var} = {PREFIX}into({var}, {o.dest}, {o.key!r})"
+        )
+        emit(f"    elif {var} is not {o.dest}: {o.dest}.copy_({var}); {var} = {o.dest}")
+        if check:
+            emit("el" + check)
+    elif check:
+        emit(check)

@@ -115,6 +115,7 @@ def planned_decode_wrapper(q: torch.Tensor):
     wrapper._paged_kv_indptr_buf = torch.arange(batch + 1, dtype=torch.int32)
     wrapper._paged_kv_indices_buf = torch.arange(batch, dtype=torch.int32)
     wrapper._sm_scale = 1.0 / q.shape[-1] ** 0.5
+    wrapper._kv_layout = "NHD"
     return wrapper
 
 

@@ -82,3 +82,20 @@ def test_threads_first_calls_for_many_shapes_resolve_once_each_and_count_exactly
     assert not errors
     assert sorted(built) == sizes
     assert fita.stats()["flashinfer.norm.rmsnorm"]["hit"] == threads * rounds * len(sizes)
+
+
+def test_overhead_benchmark_runs_as_a_smoke_test():
+    """scripts/bench_overhead.py end to end with short counts (no timing
+    thresholds: timings on shared CI machines are noise)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_overhead.py"
+    done = subprocess.run([sys.executable, str(script), "--number", "200", "--repeat", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    cases = {row["case"]: row for row in report["rows"]}
+    assert len(cases) == 6 and any(c.startswith("BatchDecode") for c in cases)
+    for row in cases.values():
+        assert row["ours_overhead_us"] is not None and row["builtin_overhead_us"] is not None

@@ -16,9 +16,7 @@ import pytest
 import torch
 
 import flashinfer  # noqa: F401
-from flashinfer_trace_apply.counters import StatsBoard
-from flashinfer_trace_apply.dispatch import ApiRoute
-from flashinfer_trace_apply.plan_state import PlanRecorder
+from flashinfer_trace_apply.dispatch import ApiRoute, RoutingContext
 from flashinfer_trace_apply.registry import discover_apis
 
 
@@ -93,7 +91,7 @@ def test_parity_covers_the_common_api_families():
 
 @pytest.mark.parametrize("spec,inputs,expected", COVERED, ids=[c[0].fi_api for c in COVERED])
 def test_exact_path_name_matches_fi_trace(spec, inputs, expected):
-    route = ApiRoute(spec, {}, StatsBoard(), PlanRecorder(), set())
+    route = ApiRoute(spec, RoutingContext.plain({}))
     key = route.slow_key(**inputs)
     _, name = route.name_for(key)
     assert name == expected

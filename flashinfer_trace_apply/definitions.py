@@ -1,0 +1,114 @@
+"""What a Definition adds to routing: input dtypes and constraints.
+
+A curated folder's ``definitions/`` holds FlashInfer-Bench Definition JSONs.
+From each we take the dtypes its tensor inputs must have (a string, or - our
+extension - a list of strings, so one definition can serve bf16 and fp16)
+and its ``constraints``: Python expressions over the axes. Constraints are
+parsed once and sorted by what they need: const axes only (decided once per
+shape), any axes (checked per call, from tensor shapes), or tensor data such
+as ``kv_indptr[-1].item()`` (not checked per call: that would synchronise
+the GPU on every call and cannot run during CUDA-graph capture).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
+
+from .codegen import PREFIX
+
+_SAFE_CALLS = {"min", "max", "abs", "int"}
+_ALLOWED_NODES = (
+    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Load,
+    ast.Constant, ast.And, ast.Or, ast.Not, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv,
+    ast.Mod, ast.Pow, ast.USub, ast.UAdd, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
+    ast.IfExp, ast.Call, ast.In, ast.NotIn, ast.Tuple, ast.List,
+)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    text: str
+    axes: Tuple[str, ...]  # axis names it reads
+    source: str  # the expression with each axis renamed to a generated local
+
+
+@dataclass
+class DefinitionRules:
+    name: str
+    dtypes: Dict[str, FrozenSet[str]] = field(default_factory=dict)  # input -> allowed dtype names
+    const_constraints: List[Constraint] = field(default_factory=list)
+    call_constraints: List[Constraint] = field(default_factory=list)
+    unchecked: List[str] = field(default_factory=list)
+
+
+class _Rename(ast.NodeTransformer):
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in _SAFE_CALLS:
+            return node
+        return ast.copy_location(ast.Name(id=f"{PREFIX}ax_{node.id}", ctx=node.ctx), node)
+
+
+def parse_constraint(text: str, axes: Mapping[str, str]) -> Optional[Constraint]:
+    """A checkable constraint over ``axes`` (name -> "const"/"var"), or None
+    when it needs tensor data or anything else we will not evaluate."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+    names: List[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED_NODES):
+            return None
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _SAFE_CALLS):
+            return None
+        if isinstance(node, ast.Name) and node.id not in _SAFE_CALLS:
+            if node.id not in axes:
+                return None
+            names.append(node.id)
+    renamed = ast.fix_missing_locations(_Rename().visit(tree))
+    return Constraint(text=text, axes=tuple(dict.fromkeys(names)), source=ast.unparse(renamed))
+
+
+def _dtype_names(spec: Any) -> FrozenSet[str]:
+    if isinstance(spec, str):
+        return frozenset({spec})
+    if isinstance(spec, (list, tuple)):
+        return frozenset(str(s) for s in spec)
+    return frozenset()
+
+
+def rules_from_definition(definition: Mapping[str, Any]) -> DefinitionRules:
+    name = str(definition.get("name", ""))
+    rules = DefinitionRules(name=name)
+    axes = {k: (v or {}).get("type", "var") for k, v in (definition.get("axes") or {}).items()}
+    for key, spec in (definition.get("inputs") or {}).items():
+        spec = spec or {}
+        if spec.get("shape") is None:  # a scalar: dtype is the parameter's, not checked
+            continue
+        allowed = _dtype_names(spec.get("dtype"))
+        if allowed and "unknown" not in allowed:
+            rules.dtypes[key] = allowed
+    for text in definition.get("constraints") or []:
+        constraint = parse_constraint(str(text), axes)
+        if constraint is None:
+            rules.unchecked.append(str(text))
+        elif all(axes.get(a) == "const" for a in constraint.axes):
+            rules.const_constraints.append(constraint)
+        else:
+            rules.call_constraints.append(constraint)
+    return rules
+
+
+_SAFE_BUILTINS = {"min": min, "max": max, "abs": abs, "int": int}
+
+
+def evaluate(constraint: Constraint, values: Mapping[str, Any]) -> bool:
+    """Evaluate on concrete axis values (the once-per-shape path)."""
+    scope = {f"{PREFIX}ax_{k}": v for k, v in values.items()}
+    return bool(eval(constraint.source, {"__builtins__": _SAFE_BUILTINS}, scope))  # noqa: S307 - parsed and restricted above
+
+
+def torch_dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")

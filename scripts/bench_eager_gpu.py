@@ -1,0 +1,108 @@
+"""Wall time per eager call of ``flashinfer.rmsnorm`` on a GPU, launch
+included: FlashInfer's kernel, the same call routed by flashinfer_trace_apply
+to the bundled Triton rmsnorm, that Triton function called directly, and
+FlashInfer's built-in trace_apply routing to the same function. All in one
+process, side by side.
+
+    python scripts/bench_eager_gpu.py [--hidden 4096] [--batch 1 32 512 8192] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from typing import Any, Callable, Dict, List
+
+import torch
+
+import flashinfer
+import flashinfer_trace_apply as fita
+from flashinfer_trace_apply import loaders
+
+
+def per_call_us(fn: Callable[[], Any], number: int, repeat: int) -> float:
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best / number * 1e6
+
+
+def triton_rmsnorm(hidden: int) -> Callable:
+    name = f"rmsnorm_h{hidden}"
+    solution = fita.load_solutions(fita.bundled_solutions_path())[name]
+    return loaders.load(solution, name).fn
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32, 512, 8192])
+    parser.add_argument("--number", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=9, help="interleaved rounds; the best of each case is kept")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    import flashinfer.trace_apply as builtin
+
+    solution = triton_rmsnorm(args.hidden)
+    name = f"rmsnorm_h{args.hidden}"
+
+    def engine(which: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fita.disable_apply()
+            builtin.disable_apply()
+        if which == "ours":
+            fita.enable_apply({name: solution})
+        elif which == "builtin":
+            builtin.enable_apply({name: solution})
+
+    rows: List[Dict[str, Any]] = []
+    for batch in args.batch:
+        x = torch.randn(batch, args.hidden, dtype=torch.bfloat16, device="cuda")
+        w = torch.randn(args.hidden, dtype=torch.bfloat16, device="cuda")
+        api_call = lambda: flashinfer.rmsnorm(x, w)  # noqa: E731
+        cases = {
+            "original_us": ("off", api_call),
+            "triton_direct_us": ("off", lambda: solution(x, w)),
+            "ours_us": ("ours", api_call),
+            "builtin_us": ("builtin", api_call),
+        }
+        # Interleaved rounds, best of each: launch-bound timings drift with
+        # clocks and host noise, and interleaving spreads that over all cases.
+        best = {key: float("inf") for key in cases}
+        for _ in range(args.repeat):
+            for key, (which, fn) in cases.items():
+                engine(which)
+                best[key] = min(best[key], per_call_us(fn, args.number, 1))
+        engine("off")
+        row: Dict[str, Any] = {"batch": batch, **best}
+        row["ours_minus_direct_us"] = row["ours_us"] - row["triton_direct_us"]
+        row["builtin_minus_direct_us"] = row["builtin_us"] - row["triton_direct_us"]
+        rows.append(row)
+    device = torch.cuda.get_device_name()
+    print(f"device={device} torch={torch.__version__} flashinfer={flashinfer.__version__} hidden={args.hidden} bf16")
+    print("| batch | FlashInfer kernel µs | Triton direct µs | routed by ours µs | routed by built-in µs | ours − direct µs | built-in − direct µs |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['batch']} | {r['original_us']:.2f} | {r['triton_direct_us']:.2f} | {r['ours_us']:.2f} | "
+            f"{r['builtin_us']:.2f} | {r['ours_minus_direct_us']:+.2f} | {r['builtin_minus_direct_us']:+.2f} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
