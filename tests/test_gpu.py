@@ -124,3 +124,43 @@ def test_bundled_folder_checks_on_gpu():
 
     rows = run_check(str(fita.bundled_solutions_path()), batches=[1, 3, 127, 4096])
     assert rows and all(r.result == "pass" for r in rows), [r for r in rows if r.result != "pass"]
+
+
+def test_target_hardware_is_matched_against_this_gpu():
+    """On this GPU, a Solution targeting it (named as a product) routes; one
+    targeting another architecture runs the original and is counted."""
+    import warnings
+
+    from flashinfer_trace_apply.hardware import current_sm
+    from flashinfer_trace_apply.solution import Solution
+
+    source = (
+        "import torch\n"
+        "def run(hidden_states, weight, eps=1e-6):\n"
+        "    x = hidden_states.float()\n"
+        "    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(hidden_states.dtype)\n"
+    )
+
+    def solution_for(targets):
+        return Solution.from_dict({
+            "name": "hw_test", "definition": "rmsnorm_h4096", "author": "tests",
+            "spec": {"language": "python", "target_hardware": targets, "entry_point": "k.py::run"},
+            "sources": [{"path": "k.py", "content": source}],
+        })
+
+    here = f"sm{current_sm()}"
+    other = "sm_80" if current_sm() != 80 else "sm_90a"
+    x = torch.randn(4, 4096, dtype=torch.bfloat16, device="cuda")
+    w = torch.randn(4096, dtype=torch.bfloat16, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fita.enable_apply({"rmsnorm_h4096": solution_for([other])})
+        flashinfer.rmsnorm(x, w)
+        assert fita.stats()["flashinfer.norm.rmsnorm"]["fallback_unsupported_arch"] == 1
+        fita.enable_apply({"rmsnorm_h4096": solution_for([here, "NVIDIA_B200"])})
+        flashinfer.rmsnorm(x, w)
+        assert fita.stats()["flashinfer.norm.rmsnorm"]["hit"] == 1
+        if current_sm() == 90:
+            fita.enable_apply({"rmsnorm_h4096": solution_for(["NVIDIA_H100"])})
+            flashinfer.rmsnorm(x, w)
+            assert fita.stats()["flashinfer.norm.rmsnorm"]["hit"] == 1
