@@ -151,8 +151,9 @@ def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map:
     def report_unaccepted(fi_api: str, argument: str, value: Any) -> bool:
         if (fi_api, argument) not in told:
             told.add((fi_api, argument))
+            shown = f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})" if hasattr(value, "shape") else repr(value)
             warn(
-                f"{fi_api} was called with {argument}={value!r}, which the routed solution does not "
+                f"{fi_api} was called with {argument}={shown}, which the routed solution does not "
                 "accept; the solution ran without it (add the parameter to the solution to receive it)",
                 stacklevel=4,
             )

@@ -25,8 +25,9 @@ def _param(key: str, desc: Any) -> str:
 def write_back_target(fi_api: str, template: Any, output_key: str, api_params: Any) -> Optional[str]:
     """The API parameter an in-place output is written into, or None.
 
-    In order: the template's own ``param``; the table; an input of the same
-    name (``q`` -> ``q``); the one input with exactly the output's dims.
+    In order: the template's own ``param``; the table; the API parameter of
+    the output's name (``q`` -> ``q``, ``out`` -> ``out``); an input read from
+    the parameter of that name; the one input with exactly the output's dims.
     """
     from flashinfer.trace.template import Tensor  # noqa: PLC0415
 
@@ -37,11 +38,11 @@ def write_back_target(fi_api: str, template: Any, output_key: str, api_params: A
     tabled = WRITE_BACK_TABLE.get((fi_api, output_key))
     if tabled is not None:
         return tabled
+    if output_key in api_params:
+        return output_key
     same_name = template.inputs.get(output_key)
-    if isinstance(same_name, Tensor) and same_name.tuple_idx is None:
-        param = _param(output_key, same_name)
-        if param in api_params:
-            return param
+    if isinstance(same_name, Tensor) and same_name.tuple_idx is None and _param(output_key, same_name) in api_params:
+        return _param(output_key, same_name)
     matches = [
         _param(key, d)
         for key, d in template.inputs.items()
@@ -49,4 +50,13 @@ def write_back_target(fi_api: str, template: Any, output_key: str, api_params: A
     ]
     if len(matches) == 1 and matches[0] in api_params:
         return matches[0]
+    return None
+
+
+def output_buffer(template: Any, output_key: str, shape: Any) -> Optional[str]:
+    """For a value-returning API: an optional buffer parameter named after
+    the output (``residual_out=None``), which the caller may pass to receive it."""
+    reads = {d.param if getattr(d, "param", None) is not None else k for k, d in template.inputs.items()}
+    if shape.has(output_key) and output_key not in reads and output_key in shape.defaults and shape.defaults[output_key] is None:
+        return output_key
     return None

@@ -67,7 +67,7 @@ def plan_outputs(template: Any, shape: CallShape, api_fn: Callable, fi_api: str 
     ``TraceApplyError`` when the API cannot be routed faithfully."""
     from flashinfer.trace.template import Tensor  # noqa: PLC0415
 
-    from .inplace import write_back_target  # noqa: PLC0415
+    from .inplace import output_buffer, write_back_target  # noqa: PLC0415
 
     returns_none = _annotation_is_none(api_fn)
     plans: List[OutputPlan] = []
@@ -78,7 +78,10 @@ def plan_outputs(template: Any, shape: CallShape, api_fn: Callable, fi_api: str 
             continue
         dest: Optional[str] = None
         in_place = False
-        param = write_back_target(fi_api, template, key, api_params) if returns_none else getattr(desc, "param", None)
+        if returns_none:
+            param = write_back_target(fi_api, template, key, api_params)
+        else:
+            param = getattr(desc, "param", None) or output_buffer(template, key, shape)
         if param is not None and shape.has(param):
             dest, in_place = param, returns_none or param not in ("out", "lse")
         elif key == "lse" and shape.has("lse"):

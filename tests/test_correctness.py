@@ -376,3 +376,41 @@ def test_nhd_cache_names_agree_with_fi_trace():
     fita.enable_apply({name: lambda q, k_cache, v_cache, kv_indptr, kv_indices, sm_scale: torch.zeros_like(q)})
     _decode_wrapper("NHD").run(q, cache)
     assert fita.stats()["flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper.run"]["hit"] == 1
+
+
+def test_quantizing_in_place_api_writes_its_out_argument_not_its_input():
+    """rmsnorm_quant(out, input, ...) writes fp8 into ``out``; the output's
+    dims also match ``input``, so a dims-only rule would pick the wrong one."""
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    w = torch.randn(64, dtype=torch.bfloat16)
+    out = torch.zeros(3, 64, dtype=torch.float8_e4m3fn)
+    name = flashinfer.norm.rmsnorm_quant.fi_trace(out=out, input=x, weight=w, scale=1.0)["name"]
+
+    def solution(hidden_states, weight, scale, eps=1e-6):
+        return torch_rmsnorm(hidden_states, weight, eps).float().div(scale).to(torch.float8_e4m3fn)
+
+    fita.enable_apply({name: solution})
+    x_before = x.clone()
+    assert flashinfer.norm.rmsnorm_quant(out, x, w, 1.0) is None
+    assert torch.equal(x, x_before)
+    assert torch.equal(out.float(), solution(x, w, 1.0).float())
+
+
+def test_optional_output_buffers_named_after_outputs_are_filled_and_returned():
+    """gated_residual_next_rmsnorm(..., residual_out=None, ffn_input=None)
+    returns (residual_out, ffn_input); given buffers, it must fill them."""
+    rows, hidden = 2, 64
+    args = dict(
+        branch=torch.randn(rows, hidden), residual=torch.randn(rows, hidden), next_weight=torch.randn(hidden),
+        alpha=0.5, beta=torch.randn(hidden),
+    )
+    name = flashinfer.norm.gated_residual_next_rmsnorm.fi_trace(**args)["name"]
+
+    def solution(**inputs):
+        return inputs["branch"] + 1, inputs["branch"] + 2
+
+    fita.enable_apply({name: solution})
+    residual_out, ffn_input = torch.empty(rows, hidden), torch.empty(rows, hidden)
+    got = flashinfer.norm.gated_residual_next_rmsnorm(**args, residual_out=residual_out, ffn_input=ffn_input)
+    assert got[0] is residual_out and got[1] is ffn_input
+    assert torch.equal(residual_out, args["branch"] + 1) and torch.equal(ffn_input, args["branch"] + 2)
