@@ -18,6 +18,13 @@ WRITE_BACK_TABLE: Dict[Tuple[str, str], str] = {
 }
 
 
+# APIs that write an argument their template has no output for: a solution
+# could not produce that write, so routing them would silently drop it.
+UNDECLARED_WRITES: Dict[str, str] = {
+    "flashinfer.rope.rope_quantize_fp8_append_paged_kv_cache": "paged_kv_cache",
+}
+
+
 def _param(key: str, desc: Any) -> str:
     return desc.param if getattr(desc, "param", None) is not None else key
 

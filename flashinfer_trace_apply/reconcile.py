@@ -67,8 +67,12 @@ def plan_outputs(template: Any, shape: CallShape, api_fn: Callable, fi_api: str 
     ``TraceApplyError`` when the API cannot be routed faithfully."""
     from flashinfer.trace.template import Tensor  # noqa: PLC0415
 
-    from .inplace import output_buffer, write_back_target  # noqa: PLC0415
+    from .inplace import UNDECLARED_WRITES, output_buffer, write_back_target  # noqa: PLC0415
 
+    if fi_api in UNDECLARED_WRITES:
+        raise TraceApplyError(
+            f"the API also writes '{UNDECLARED_WRITES[fi_api]}', for which its template declares no output"
+        )
     returns_none = _annotation_is_none(api_fn)
     plans: List[OutputPlan] = []
     out_taken = False
@@ -160,8 +164,13 @@ def _describe(value: Any) -> str:
 def _make_helpers(ctx: _Context) -> Dict[str, Callable]:
     import torch  # noqa: PLC0415
 
-    def results(value: Any, low: int, high: int) -> tuple:
-        if isinstance(value, (tuple, list)):
+    def results(value: Any, low: int, high: int, one_sequence: bool = False) -> tuple:
+        """The solution's results as a tuple, checked for count and type.
+        ``one_sequence``: the API writes one output that is itself a pair
+        (a paged cache given as ``(k, v)``), so a returned pair is that output."""
+        if one_sequence and isinstance(value, (tuple, list)) and len(value) != 1:
+            items = (tuple(value),)
+        elif isinstance(value, (tuple, list)):
             items = tuple(value)
         else:
             items = (value,)
@@ -417,7 +426,8 @@ def build_hit_entry(
     n = len(outputs)
     arity = convention.arity_param
     if convention.returns_none:
-        emit(f"{PREFIX}rs = {PREFIX}results({PREFIX}r, {n}, {n})")
+        one_sequence = f"{outputs[0].dest}.__class__ in {PREFIX}seq" if n == 1 else "False"
+        emit(f"{PREFIX}rs = {PREFIX}results({PREFIX}r, {n}, {n}, {one_sequence})")
         for i, o in enumerate(outputs):
             emit(f"{PREFIX}into({PREFIX}rs[{i}], {o.dest}, {o.key!r})")
         emit(f"{PREFIX}tick()")

@@ -414,3 +414,24 @@ def test_optional_output_buffers_named_after_outputs_are_filled_and_returned():
     got = flashinfer.norm.gated_residual_next_rmsnorm(**args, residual_out=residual_out, ffn_input=ffn_input)
     assert got[0] is residual_out and got[1] is ffn_input
     assert torch.equal(residual_out, args["branch"] + 1) and torch.equal(ffn_input, args["branch"] + 2)
+
+
+def test_paged_append_solution_may_return_the_k_v_pair():
+    inputs = _paged_append_inputs(mla=False)
+    name = flashinfer.append_paged_kv_cache.fi_trace(**inputs)["name"]
+
+    def solution(append_key, append_value, paged_kv_cache, **_):
+        k, v = paged_kv_cache
+        return k + 1, v + 2  # the pair, not a 1-tuple holding it
+
+    fita.enable_apply({name: solution})
+    k, v = inputs["paged_kv_cache"]
+    k0, v0 = k.clone(), v.clone()
+    flashinfer.append_paged_kv_cache(**inputs)
+    assert torch.equal(k, k0 + 1) and torch.equal(v, v0 + 2)
+
+
+def test_an_api_with_writes_its_template_does_not_declare_is_not_routed():
+    name = "rope_quantize_fp8_append_paged_kv_cache_h8_kv2_rope64_ps16"
+    with pytest.warns(TraceApplyWarning, match=r"writes 'paged_kv_cache'.*not routed"):
+        assert fita.enable_apply({name: lambda **_: None}) == 0
