@@ -1,6 +1,7 @@
 """The ``flashinfer-trace-apply`` command line.
 
-    flashinfer-trace-apply check [DIR] [--json]     verify a curated folder here
+    flashinfer-trace-apply check [DIR] [--json] [--batch N] [--dtype D]
+                                                    verify a curated folder here
     flashinfer-trace-apply list [DIR]               what a folder would route
     flashinfer-trace-apply run --path DIR -- CMD    run CMD with the plugin on
 """
@@ -23,21 +24,39 @@ def _default_folder() -> str:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import format_table, rows_as_dicts, run_check, total_stats  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from .check import counts, format_table, rows_as_dicts, run_check, succeeded, summary_as_dicts, total_stats  # noqa: PLC0415
 
     folder = args.folder or _default_folder()
-    progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    rows = run_check(folder, batches=args.batch, progress=progress)
-    failed = [r for r in rows if r.result != "pass"]
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    dtypes = [getattr(torch, name) for name in args.dtype] if args.dtype else None
+    rows = run_check(folder, batches=args.batch, progress=progress, dtypes=dtypes, timing=not args.no_timing)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (Triton interpreter)"
+    tally = counts(rows)
+    ok = succeeded(rows)
+    report = {
+        "folder": folder,
+        "device": device,
+        "ok": ok,
+        "counts": tally,
+        "summary": summary_as_dicts(rows),
+        "rows": rows_as_dicts(rows),
+        "stats": total_stats(rows),
+    }
+    if args.save_json:
+        with open(args.save_json, "w") as f:
+            json.dump(report, f, indent=2)
     if args.json:
-        print(json.dumps({"folder": folder, "rows": rows_as_dicts(rows), "stats": total_stats(rows), "ok": not failed}, indent=2))
+        print(json.dumps(report, indent=2))
     else:
         print(f"curated folder: {folder}")
+        print(f"device: {device}")
         print(format_table(rows))
-        for api_name, counts in sorted(total_stats(rows).items()):
-            print(f"stats {api_name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        print(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed or not rows else 0
+        for api_name, per_api in sorted(total_stats(rows).items()):
+            print(f"stats {api_name}: " + ", ".join(f"{k}={v}" for k, v in per_api.items()))
+        print(f"{tally['pass']} passed, {tally['skip']} skipped, {tally['fail'] + tally['error']} failed")
+    return 0 if ok else 1
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -68,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="verify every solution of a curated folder against its reference")
     check.add_argument("folder", nargs="?", help="curated folder (default: the bundled one)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
-    check.add_argument("--batch", type=int, action="append", help="batch size to test (repeatable)")
+    check.add_argument("--batch", type=int, action="append", help="batch size to test (repeatable; default 1 and 3 on CPU, 1 3 127 4096 on GPU)")
+    check.add_argument("--dtype", action="append", choices=["bfloat16", "float16"], help="dtype to test (repeatable; default both)")
+    check.add_argument("--no-timing", action="store_true", help="on a GPU, skip timing the original and the solution")
+    check.add_argument("--save-json", metavar="PATH", help="also write the --json report to PATH")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     check.set_defaults(run=_cmd_check)
     lister = sub.add_parser("list", help="list the definitions a curated folder serves")
     lister.add_argument("folder", nargs="?")

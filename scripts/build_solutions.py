@@ -1,9 +1,17 @@
-"""Regenerate the bundled Solution JSONs from the kernel sources.
+"""Regenerate the bundled Solution and Definition JSONs from the kernel sources.
 
-One kernel source serves many compile-time shapes: each (op, shape) pair
-below becomes ``solutions/<family>/<definition>.json`` with the source
-inlined, as the FlashInfer-Bench Solution schema wants. Run it after editing
-a kernel; tests fail if a JSON no longer matches its source.
+One kernel source per op family serves many compile-time shapes: each
+(op, shape) pair in CATALOG below becomes
+
+- ``solutions/<family>/<definition>.json``: a FlashInfer-Bench Solution with
+  the kernel source inlined, its entry point naming the op's function;
+- ``definitions/<op_type>/<definition>.json``: a FlashInfer-Bench Definition
+  stating the axes, the dtypes each input may have (a list: this project's
+  extension of the schema's single ``dtype``, read by the plugin's routing),
+  constraints and a reference ``run``.
+
+Run it after editing a kernel or the catalog; tests fail if a JSON no longer
+matches (``--check`` reports stale and stray files without writing).
 
     python scripts/build_solutions.py [--check]
 """
@@ -13,56 +21,341 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "solutions" / "src"
+AUTHOR = "flashinfer_trace_apply"
+DTYPES = ["bfloat16", "float16"]
 
-# (family folder, definition prefix, kernel source, const-axis values)
-CATALOG = [
-    ("norm", "rmsnorm_h", "rmsnorm_triton.py", [4096]),  # Llama-3.1-8B
+
+@dataclass(frozen=True)
+class Op:
+    prefix: str  # definition name prefix (FlashInfer's template name_prefix)
+    family: str  # solutions/<family>/
+    op_type: str  # definitions/<op_type>/ and the Definition's op_type
+    source: str  # kernel file in solutions/src/
+    entry: str  # function in that file
+    fi_api: str
+    sizes: Dict[int, str]  # const-axis value in the name -> models using it
+    describe: str  # one line; {v} is the const-axis value
+
+
+# Hidden sizes of popular models (the norms are not sharded by tensor
+# parallelism, so the model's hidden size is the call's).
+NORM_SIZES = {
+    2048: "Llama-3.2-1B, Qwen3-1.7B",
+    2560: "Qwen3-4B",
+    3072: "Llama-3.2-3B, Phi-3-mini",
+    3584: "Qwen2.5-7B",
+    4096: "Llama-3.1-8B, Mistral-7B, Qwen3-8B",
+    5120: "Qwen3-14B, Qwen3-32B, Qwen2.5-32B",
+    7168: "DeepSeek-V3, DeepSeek-R1",
+    8192: "Llama-3.1-70B, Qwen2.5-72B",
+}
+GEMMA_SIZES = {
+    1152: "Gemma-3-1B",
+    2048: "Gemma-2B",
+    2304: "Gemma-2-2B",
+    2560: "Gemma-3-4B",
+    3072: "Gemma-7B",
+    3584: "Gemma-2-9B",
+    3840: "Gemma-3-12B",
+    4608: "Gemma-2-27B",
+    5376: "Gemma-3-27B",
+}
+# Gated activations: the definition's const axis is the gated input width,
+# twice the MLP intermediate size of one GPU (intermediate / tensor-parallel).
+SILU_SIZES = {
+    2 * 3584: "Llama-3.1-70B at TP8",
+    2 * 6144: "Qwen3-1.7B",
+    2 * 7168: "Llama-3.1-70B at TP4",
+    2 * 8192: "Llama-3.2-1B, Llama-3.2-3B",
+    2 * 9728: "Qwen3-4B",
+    2 * 11008: "Llama-2-7B, Qwen2.5-3B",
+    2 * 12288: "Qwen3-8B",
+    2 * 14336: "Llama-3.1-8B, Mistral-7B, Llama-3.1-70B at TP2",
+    2 * 17408: "Qwen3-14B",
+    2 * 18432: "DeepSeek-V3 dense layers",
+    2 * 18944: "Qwen2.5-7B",
+    2 * 25600: "Qwen3-32B",
+    2 * 27648: "Qwen2.5-32B",
+    2 * 28672: "Llama-3.1-70B",
+    2 * 29568: "Qwen2.5-72B",
+}
+GELU_TANH_SIZES = {
+    2 * 6912: "Gemma-3-1B",
+    2 * 9216: "Gemma-2-2B",
+    2 * 10240: "Gemma-3-4B",
+    2 * 14336: "Gemma-2-9B",
+    2 * 15360: "Gemma-3-12B",
+    2 * 16384: "Gemma-2B",
+    2 * 21504: "Gemma-3-27B",
+    2 * 24576: "Gemma-7B",
+    2 * 36864: "Gemma-2-27B",
+}
+GELU_SIZES = {
+    2 * 9216: "Gemma-2-2B with exact GELU",
+    2 * 14336: "Gemma-2-9B with exact GELU",
+    2 * 16384: "Gemma-2B",
+    2 * 24576: "Gemma-7B",
+}
+ROPE_HEAD_SIZES = {
+    64: "Llama-3.2-1B, Qwen2.5-0.5B",
+    128: "Llama-3.1, Mistral, Qwen2.5, Qwen3",
+    256: "Gemma-2-9B, Gemma-3",
+}
+
+CATALOG: List[Op] = [
+    Op("rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "rmsnorm", "flashinfer.norm.rmsnorm",
+       NORM_SIZES, "RMSNorm over a hidden size of {v}: y = x / rms(x) * weight."),
+    Op("fused_add_rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "fused_add_rmsnorm",
+       "flashinfer.norm.fused_add_rmsnorm", NORM_SIZES,
+       "Residual add then RMSNorm over a hidden size of {v}, in place: residual += hidden_states, "
+       "hidden_states = rmsnorm(residual) * weight (the fp32 sum is normalized)."),
+    Op("gemma_rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "gemma_rmsnorm", "flashinfer.norm.gemma_rmsnorm",
+       GEMMA_SIZES, "Gemma RMSNorm over a hidden size of {v}: y = x / rms(x) * (weight + 1)."),
+    Op("gemma_fused_add_rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "gemma_fused_add_rmsnorm",
+       "flashinfer.norm.gemma_fused_add_rmsnorm", GEMMA_SIZES,
+       "Residual add then Gemma RMSNorm over a hidden size of {v}, in place: residual += hidden_states, "
+       "hidden_states = rmsnorm(residual) * (weight + 1)."),
+    Op("silu_and_mul_h", "activation", "activation", "activation_triton.py", "silu_and_mul",
+       "flashinfer.activation.silu_and_mul", SILU_SIZES,
+       "SwiGLU gate: silu(x[:, :d]) * x[:, d:] for a gated width of {v} (d = {v} / 2)."),
+    Op("gelu_and_mul_h", "activation", "activation", "activation_triton.py", "gelu_and_mul",
+       "flashinfer.activation.gelu_and_mul", GELU_SIZES,
+       "GeGLU gate with exact GELU: gelu(x[:, :d]) * x[:, d:] for a gated width of {v} (d = {v} / 2)."),
+    Op("gelu_tanh_and_mul_h", "activation", "activation", "activation_triton.py", "gelu_tanh_and_mul",
+       "flashinfer.activation.gelu_tanh_and_mul", GELU_TANH_SIZES,
+       "GeGLU gate with tanh-approximated GELU: gelu_tanh(x[:, :d]) * x[:, d:] for a gated width of {v} (d = {v} / 2)."),
+    Op("rope_cos_sin_cache_inplace_d", "rope", "rope", "rope_triton.py", "rope_cos_sin_cache_inplace",
+       "flashinfer.rope.apply_rope_with_cos_sin_cache_inplace", ROPE_HEAD_SIZES,
+       "RoPE from a [cos | sin] cache, in place on flattened query and key heads of size {v}; "
+       "the first rotary_dim channels of each head rotate (half split if is_neox, else interleaved pairs)."),
 ]
 
 
-def solution_for(prefix: str, value: int, source_name: str) -> dict:
+# ---------------------------------------------------------------------------
+# Definitions (FlashInfer-Bench schema; references written for this project).
+# ---------------------------------------------------------------------------
+
+_NORM_REFERENCE = '''
+import torch
+
+
+@torch.no_grad()
+def run(hidden_states, weight):
+    eps = 1e-6
+    x = hidden_states.float()
+    scale = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps)
+    return (x * scale * (weight.float() + {offset})).to(hidden_states.dtype)
+'''
+
+_FUSED_REFERENCE = '''
+import torch
+
+
+@torch.no_grad()
+def run(hidden_states, residual, weight):
+    eps = 1e-6
+    total = hidden_states.float() + residual.float()
+    scale = torch.rsqrt(total.square().mean(dim=-1, keepdim=True) + eps)
+    output = (total * scale * (weight.float() + {offset})).to(hidden_states.dtype)
+    return output, total.to(residual.dtype)
+'''
+
+_ACT_REFERENCE = '''
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def run(input):
+    d = input.shape[-1] // 2
+    gate, up = input[..., :d].float(), input[..., d:].float()
+    return ({act} * up).to(input.dtype)
+'''
+
+_ROPE_REFERENCE = '''
+import torch
+
+
+@torch.no_grad()
+def run(positions, query, key, head_size, cos_sin_cache, is_neox=True):
+    half = cos_sin_cache.shape[-1] // 2
+    cos = cos_sin_cache[positions.long(), :half].float()[:, None, :]
+    sin = cos_sin_cache[positions.long(), half:].float()[:, None, :]
+
+    def rotate(x):
+        heads = x.float().reshape(x.shape[0], -1, head_size).clone()
+        if is_neox:
+            a, b = heads[..., :half].clone(), heads[..., half:2 * half].clone()
+            heads[..., :half] = a * cos - b * sin
+            heads[..., half:2 * half] = b * cos + a * sin
+        else:
+            a, b = heads[..., 0:2 * half:2].clone(), heads[..., 1:2 * half:2].clone()
+            heads[..., 0:2 * half:2] = a * cos - b * sin
+            heads[..., 1:2 * half:2] = b * cos + a * sin
+        return heads.reshape(x.shape).to(x.dtype)
+
+    return rotate(query), rotate(key)
+'''
+
+_ACTS = {
+    "silu_and_mul_h": "F.silu(gate)",
+    "gelu_and_mul_h": "F.gelu(gate)",
+    "gelu_tanh_and_mul_h": 'F.gelu(gate, approximate="tanh")',
+}
+
+
+def _tensor(shape, dtype, description=None) -> dict:
+    spec = {"shape": shape, "dtype": dtype}
+    if description:
+        spec["description"] = description
+    return spec
+
+
+def definition_for(op: Op, value: int) -> dict:
+    name = f"{op.prefix}{value}"
+    tags = [f"fi_api:{op.fi_api}"]
+    tags += ["model:" + m.strip().lower().replace(" ", "-") for m in op.sizes[value].split(",")]
+    act = list(DTYPES)
+    constraints: List[str] = []
+    if op.family == "norm":
+        fused = "fused_add" in op.prefix
+        offset = "1.0" if op.prefix.startswith("gemma") else "0.0"
+        axes = {"batch_size": {"type": "var"}, "hidden_size": {"type": "const", "value": value}}
+        rows = ["batch_size", "hidden_size"]
+        inputs = {"hidden_states": _tensor(rows, act)}
+        if fused:
+            inputs["residual"] = _tensor(rows, act)
+        inputs["weight"] = _tensor(["hidden_size"], act)
+        outputs = {"output": _tensor(rows, act, "Written into hidden_states in place." if fused else None)}
+        if fused:
+            outputs["residual_out"] = _tensor(rows, act, "hidden_states + residual, written into residual in place.")
+        reference = (_FUSED_REFERENCE if fused else _NORM_REFERENCE).format(offset=offset)
+        if fused:
+            tags.append("fused")
+    elif op.family == "activation":
+        axes = {
+            "num_tokens": {"type": "var"},
+            "hidden_size": {"type": "const", "value": value, "description": "Gated input width."},
+            "hidden_div_2": {"type": "const", "value": value // 2, "description": "Output width."},
+        }
+        constraints = ["hidden_size % 2 == 0"]
+        inputs = {"input": _tensor(["num_tokens", "hidden_size"], act)}
+        outputs = {"output": _tensor(["num_tokens", "hidden_div_2"], act)}
+        reference = _ACT_REFERENCE.format(act=_ACTS[op.prefix])
+        tags.append("fused")
+    else:
+        axes = {
+            "nnz": {"type": "var"},
+            "num_q_heads_x_head_size": {"type": "var"},
+            "num_k_heads_x_head_size": {"type": "var"},
+            "head_size": {"type": "const", "value": value},
+            "max_seq_len": {"type": "var"},
+            "rotary_dim": {"type": "var", "description": "cos and sin halves together."},
+        }
+        constraints = [
+            "num_q_heads_x_head_size % head_size == 0",
+            "num_k_heads_x_head_size % head_size == 0",
+            "rotary_dim % 2 == 0",
+            "rotary_dim <= head_size",
+        ]
+        q = ["nnz", "num_q_heads_x_head_size"]
+        k = ["nnz", "num_k_heads_x_head_size"]
+        inputs = {
+            "positions": _tensor(["nnz"], ["int32", "int64"], "Index into cos_sin_cache."),
+            "query": _tensor(q, act),
+            "key": _tensor(k, act),
+            "head_size": _tensor(None, "int32"),
+            "cos_sin_cache": _tensor(["max_seq_len", "rotary_dim"], ["float32"]),
+            "is_neox": _tensor(None, "bool", "Half-split pairs if true (default), interleaved pairs if false."),
+        }
+        outputs = {
+            "query_out": _tensor(q, act, "Written into query in place."),
+            "key_out": _tensor(k, act, "Written into key in place."),
+        }
+        reference = _ROPE_REFERENCE
     return {
-        "name": f"fita_{prefix}{value}_triton",
-        "definition": f"{prefix}{value}",
-        "author": "flashinfer_trace_apply",
-        "description": f"Bundled Triton kernel from solutions/src/{source_name}.",
-        "spec": {
-            "language": "triton",
-            "target_hardware": ["sm80", "sm89", "sm90", "sm100"],
-            "entry_point": f"{source_name}::run",
-            "dependencies": ["triton >= 3.0", "torch >= 2.4"],
-            "destination_passing_style": False,
-        },
-        "sources": [{"path": source_name, "content": (SOURCES / source_name).read_text()}],
+        "name": name,
+        "op_type": op.op_type,
+        "description": op.describe.format(v=value) + f" Models: {op.sizes[value]}. "
+        f"Activations in {' or '.join(DTYPES)}; outputs have the input's dtype.",
+        "tags": tags,
+        "axes": axes,
+        "constraints": constraints,
+        "inputs": inputs,
+        "outputs": outputs,
+        "reference": textwrap.dedent(reference).lstrip("\n"),
     }
 
 
-def expected_files() -> dict:
-    files = {}
-    for family, prefix, source_name, values in CATALOG:
-        for value in values:
-            path = ROOT / "solutions" / family / f"{prefix}{value}.json"
-            files[path] = json.dumps(solution_for(prefix, value, source_name), indent=2) + "\n"
+# ---------------------------------------------------------------------------
+# Solutions.
+# ---------------------------------------------------------------------------
+
+
+def solution_for(op: Op, value: int) -> dict:
+    definition = f"{op.prefix}{value}"
+    return {
+        "name": f"fita_{definition}_triton",
+        "definition": definition,
+        "author": AUTHOR,
+        "description": f"Bundled Triton kernel ({op.entry} in solutions/src/{op.source}).",
+        "spec": {
+            "language": "triton",
+            "target_hardware": ["sm80", "sm89", "sm90", "sm100"],
+            "entry_point": f"{op.source}::{op.entry}",
+            "dependencies": ["triton >= 3.0", "torch >= 2.4"],
+            "destination_passing_style": False,
+        },
+        "sources": [{"path": op.source, "content": (SOURCES / op.source).read_text()}],
+    }
+
+
+def entries() -> List[Tuple[Op, int]]:
+    return [(op, value) for op in CATALOG for value in sorted(op.sizes)]
+
+
+def expected_files() -> Dict[Path, str]:
+    files: Dict[Path, str] = {}
+    for op, value in entries():
+        name = f"{op.prefix}{value}"
+        files[ROOT / "solutions" / op.family / f"{name}.json"] = json.dumps(solution_for(op, value), indent=2) + "\n"
+        files[ROOT / "definitions" / op.op_type / f"{name}.json"] = json.dumps(definition_for(op, value), indent=2) + "\n"
     return files
+
+
+def stray_files(expected: Dict[Path, str]) -> List[Path]:
+    """Generated-looking JSONs that no catalog entry produces any more."""
+    found = [p for folder in ("solutions", "definitions") for p in (ROOT / folder).rglob("*.json")]
+    return sorted(p for p in found if p not in expected)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only report stale files")
+    parser.add_argument("--check", action="store_true", help="only report stale or stray files (exit 1 if any)")
     args = parser.parse_args()
-    stale = [p for p, text in expected_files().items() if not p.exists() or p.read_text() != text]
+    expected = expected_files()
+    stale = [p for p, text in expected.items() if not p.exists() or p.read_text() != text]
+    stray = stray_files(expected)
     if args.check:
         for p in stale:
             print(f"stale: {p.relative_to(ROOT)}")
-        return 1 if stale else 0
-    for path, text in expected_files().items():
+        for p in stray:
+            print(f"stray: {p.relative_to(ROOT)}")
+        return 1 if stale or stray else 0
+    for path, text in expected.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    print(f"wrote {len(expected_files())} solution file(s)")
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    for path in stray:
+        path.unlink()
+    print(f"{len(expected)} file(s) up to date ({len(stale)} written, {len(stray)} stray removed)")
     return 0
 
 

@@ -16,13 +16,49 @@ def _run(*args, env=None):
 
 
 def test_check_passes_on_the_bundled_folder_and_reports_json():
-    done = _run("check", "--json")
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _run("check", "--json", "--batch", "1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout)
-    assert report["ok"] and report["rows"]
-    assert {r["definition"] for r in report["rows"]} >= {"rmsnorm_h4096"}
+    assert report["ok"] and report["rows"] and report["counts"]["pass"] == len(report["rows"])
+    bundled = {p.stem for p in (ROOT / "solutions").rglob("*.json")}
+    assert {r["definition"] for r in report["rows"]} == bundled
+    assert {(s["definition"], s["dtype"]) for s in report["summary"]} == {(d, t) for d in bundled for t in ("bfloat16", "float16")}
     assert all(r["result"] == "pass" for r in report["rows"])
-    assert report["stats"]["flashinfer.norm.rmsnorm"]["hit"] == len(report["rows"])
+    per_api = {}
+    for r in report["rows"]:
+        per_api[r["api"]] = per_api.get(r["api"], 0) + 1
+    assert {api: report["stats"][api]["hit"] for api in per_api} == per_api
+    # progress goes to stderr, one line per definition
+    assert done.stderr.count(f"/{len(bundled)}] ") == len(bundled)
+
+
+def test_check_table_and_exit_code_with_a_skip(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from solution_files import RMSNORM_SOURCE, solution_dict, write_solution
+
+    write_solution(tmp_path, "good.json", solution_dict("rmsnorm_h128", RMSNORM_SOURCE, name="good"))
+    write_solution(tmp_path, "nobody.json", solution_dict("no_such_op_h128", RMSNORM_SOURCE, name="nobody"))
+    done = _run("check", str(tmp_path), "--quiet", "--save-json", str(tmp_path / "report.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["ok"] and saved["counts"] == {"pass": 4, "skip": 4, "fail": 0, "error": 0}
+    assert "[1/2]" not in done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.startswith("definition"))
+    assert header.split() == ["definition", "solution", "dtype", "batches", "result", "max_abs_err"]
+    assert "no_such_op_h128" in done.stdout and "skip" in done.stdout
+    assert "4 passed, 4 skipped, 0 failed" in done.stdout
+
+
+def test_check_table_shows_timings_when_there_are_some():
+    from flashinfer_trace_apply.check import CheckRow, format_table, summarize
+
+    rows = [
+        CheckRow("rmsnorm_h4096", "s", "flashinfer.norm.rmsnorm", "bfloat16", b, "pass", 0.01, original_us=10.0, solution_us=8.0)
+        for b in (1, 4096)
+    ]
+    table = format_table(rows)
+    assert "original_us@4096" in table and "solution_us@4096" in table and "1.25x" in table
+    assert summarize(rows)[0].speedup == 1.25
 
 
 def test_check_fails_on_a_wrong_solution(tmp_path):
@@ -48,3 +84,32 @@ def test_list_and_run(tmp_path):
     code = "import os; print(os.environ['FLASHINFER_TRACE_APPLY'], os.environ['FLASHINFER_TRACE_APPLY_PATH'])"
     ran = _run("run", "--path", str(tmp_path), "--", sys.executable, "-c", code, env=env)
     assert ran.stdout.split() == ["1", str(tmp_path)]
+
+
+def test_bench_report_renders_and_updates_only_its_docs_section(tmp_path):
+    """scripts/bench_solutions.py --from-json: no GPU needed to render a run."""
+    row = {
+        "definition": "rmsnorm_h4096", "dtype": "bfloat16", "bytes": 1 << 20, "max_abs_diff": 0.0,
+        "original_eager_us": 9.8, "solution_eager_us": 14.6, "original_graph_us": 3.0, "solution_graph_us": 3.1,
+        "routed": True, "copy_gbps": 3000.0,
+    }
+    rows = []
+    for batch, original, solution in [(1, 3.0, 2.9), (4096, 40.0, 50.0)]:
+        r = dict(row, batch=batch, original_us=original, solution_us=solution, speedup=original / solution)
+        r["solution_gbps"] = r["bytes"] / solution / 1e3
+        r["copy_fraction"] = r["solution_gbps"] / r["copy_gbps"]
+        rows.append(r)
+    meta = {"date": "today", "device": "H100", "host": "h", "torch": "t", "triton": "3", "flashinfer": "f", "cuda": "12", "command": "python scripts/bench_solutions.py"}
+    (tmp_path / "run.json").write_text(json.dumps({"meta": meta, "rows": rows}))
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Dispatch overhead\n\nlead's text\n\n## Bundled solutions\n\nold numbers\n\n## Later\n\nmore\n")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_solutions.py"), "--from-json", str(tmp_path / "run.json"), "--update-docs", str(doc)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    text = doc.read_text()
+    assert "lead's text" in text and "## Later\n\nmore" in text and "old numbers" not in text
+    assert text.count("## Bundled solutions") == 1
+    assert "below 0.9x at batch 4096" in text and "eager call at batch 1: 14.6 us vs 9.8 us" in text
+    assert "| rmsnorm_h4096 | bfloat16 | 4096 | 40.00 | 50.00 | 0.80x |" in text

@@ -1,0 +1,111 @@
+"""Gated activations in Triton: silu_and_mul, gelu_and_mul (exact, erf) and
+gelu_tanh_and_mul, one kernel for all three.
+
+Source of the bundled ``silu_and_mul_h*``, ``gelu_and_mul_h*`` and
+``gelu_tanh_and_mul_h*`` solutions (scripts/build_solutions.py embeds this
+file in one Solution JSON per definition; the entry point picks the op). The
+definition's ``h`` is the gated input width, twice the output width.
+
+``out[..., j] = act(x[..., j]) * x[..., d + j]`` with ``d = x.shape[-1] // 2``.
+The grid is rows x column tiles, so a single token still spreads over many
+programs; arithmetic is fp32, only the store rounds. Widths that are a
+multiple of the tile need no mask (a compile-time flag); all widths share a
+few compiled kernels. Input rows are addressed through their stride (a row slice of a wider
+buffer is read in place); any leading shape is accepted.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+SILU, GELU, GELU_TANH = 0, 1, 2
+
+
+@triton.jit
+def _act_and_mul_rows(
+    x_ptr, y_ptr, x_outer, x_inner, inner, d,
+    BLOCK: tl.constexpr, EVEN: tl.constexpr, ACT: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    x_row = x_ptr + (row // inner) * x_outer + (row % inner) * x_inner
+    y_row = y_ptr + row * d
+    if EVEN:
+        a = tl.load(x_row + cols).to(tl.float32)
+        b = tl.load(x_row + d + cols).to(tl.float32)
+    else:
+        mask = cols < d
+        a = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(x_row + d + cols, mask=mask, other=0.0).to(tl.float32)
+    if ACT == 0:
+        g = a * tl.sigmoid(a)
+    elif ACT == 1:
+        g = 0.5 * a * (1.0 + tl.math.erf(a * 0.7071067811865476))
+    else:
+        # 0.5 * a * (1 + tanh(z)) == a * sigmoid(2 z), z = sqrt(2/pi) (a + 0.044715 a^3)
+        g = a * tl.sigmoid(1.5957691216057308 * (a + 0.044715 * a * a * a))
+    y = (g * b).to(y_ptr.dtype.element_ty)
+    if EVEN:
+        tl.store(y_row + cols, y)
+    else:
+        tl.store(y_row + cols, y, mask=mask)
+
+
+def _layout(t):
+    """(outer stride, inner count, inner stride) addressing the rows of
+    ``t`` in place, or None when they cannot be addressed that way."""
+    if t.stride(-1) != 1:
+        return None
+    nd = t.dim()
+    if nd == 2:
+        return t.stride(0), 1, 0
+    if nd == 3:
+        return t.stride(0), t.shape[1], t.stride(1)
+    if nd == 1:
+        return 0, 1, 0
+    try:
+        flat = t.view(-1, t.shape[-2], t.shape[-1])
+    except RuntimeError:
+        return None
+    return flat.stride(0), flat.shape[1], flat.stride(1)
+
+
+def _tile(rows, d):
+    """(BLOCK, num_warps): 8 elements a thread; wider tiles once there are
+    enough rows to fill the GPU, narrower ones for a few tokens."""
+    block = 2048 if rows >= 256 else 1024
+    block = min(block, triton.next_power_of_2(d))
+    return block, max(1, min(8, block // 256))
+
+
+def _act_and_mul(x, act):
+    d = x.shape[-1] // 2
+    out = torch.empty(x.shape[:-1] + (d,), dtype=x.dtype, device=x.device)
+    rows = out.numel() // d if d else 0
+    if rows == 0:
+        return out
+    layout = _layout(x)
+    if layout is None:
+        x = x.contiguous()
+        layout = _layout(x)
+    block, warps = _tile(rows, d)
+    _act_and_mul_rows[(rows, triton.cdiv(d, block))](
+        x, out, layout[0], layout[2], layout[1], d,
+        BLOCK=block, EVEN=d % block == 0, ACT=act, num_warps=warps,
+    )
+    return out
+
+
+def silu_and_mul(input):
+    """``silu(input[..., :d]) * input[..., d:]``."""
+    return _act_and_mul(input, SILU)
+
+
+def gelu_and_mul(input):
+    """``gelu(input[..., :d]) * input[..., d:]`` (exact, erf-based GELU)."""
+    return _act_and_mul(input, GELU)
+
+
+def gelu_tanh_and_mul(input):
+    """``gelu_tanh(input[..., :d]) * input[..., d:]`` (tanh approximation)."""
+    return _act_and_mul(input, GELU_TANH)

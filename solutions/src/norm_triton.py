@@ -1,0 +1,136 @@
+"""RMSNorm family in Triton: rmsnorm, fused_add_rmsnorm and their Gemma
+variants (weight + 1), one kernel for all four.
+
+Source of the bundled ``rmsnorm_h*``, ``fused_add_rmsnorm_h*``,
+``gemma_rmsnorm_h*`` and ``gemma_fused_add_rmsnorm_h*`` solutions
+(scripts/build_solutions.py embeds this file in one Solution JSON per
+definition; the entry point picks the op).
+
+One program normalizes one row held in registers; all arithmetic is fp32 and
+only the stores round to the tensor's dtype. A power-of-two row length needs
+no mask (a compile-time flag); hidden sizes with the same power-of-two tile
+share one compiled kernel. Rows are addressed through strides: a 2-D tensor by its row stride, a
+3-D one (tokens x heads x head_dim, as in QK-norm) by both leading strides, so
+row slices of a wider buffer are read and written where they are, without a
+copy. The fused variants write the sum back into ``residual`` and the
+normalized rows into ``hidden_states`` in place (FlashInfer's convention) and
+return those same tensors, so the plugin has nothing left to copy.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rmsnorm_rows(
+    x_ptr, r_ptr, w_ptr, y_ptr,
+    x_outer, x_inner, r_outer, r_inner, y_outer, y_inner, inner,
+    n_cols, eps,
+    BLOCK: tl.constexpr, EVEN: tl.constexpr, W_OFFSET: tl.constexpr, ADD: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    o = row // inner
+    i = row % inner
+    cols = tl.arange(0, BLOCK)
+    x_row = x_ptr + o * x_outer + i * x_inner
+    r_row = r_ptr + o * r_outer + i * r_inner
+    y_row = y_ptr + o * y_outer + i * y_inner
+    if EVEN:
+        x = tl.load(x_row + cols).to(tl.float32)
+        if ADD:
+            x += tl.load(r_row + cols).to(tl.float32)
+            tl.store(r_row + cols, x.to(r_ptr.dtype.element_ty))
+        w = tl.load(w_ptr + cols).to(tl.float32) + W_OFFSET
+    else:
+        mask = cols < n_cols
+        x = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        if ADD:
+            x += tl.load(r_row + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(r_row + cols, x.to(r_ptr.dtype.element_ty), mask=mask)
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32) + W_OFFSET
+    inv_rms = tl.math.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+    y = (x * inv_rms * w).to(y_ptr.dtype.element_ty)
+    if EVEN:
+        tl.store(y_row + cols, y)
+    else:
+        tl.store(y_row + cols, y, mask=mask)
+
+
+def _layout(t):
+    """(outer stride, inner count, inner stride) addressing the rows of ``t``
+    in place, or None when its rows cannot be addressed that way."""
+    if t.stride(-1) != 1 and t.shape[-1] != 1:
+        return None
+    nd = t.dim()
+    if nd == 2:
+        return t.stride(0), 1, 0
+    if nd == 3:
+        return t.stride(0), t.shape[1], t.stride(1)
+    if nd == 1:
+        return 0, 1, 0
+    try:
+        flat = t.view(-1, t.shape[-2], t.shape[-1])
+    except RuntimeError:
+        return None
+    return flat.stride(0), flat.shape[1], flat.stride(1)
+
+
+def _launch(x, residual, weight, y, eps, w_offset):
+    n = x.shape[-1]
+    rows = x.numel() // n if n else 0
+    if rows == 0:
+        return
+    if weight.stride(0) != 1:
+        weight = weight.contiguous()
+    xl, yl = _layout(x), _layout(y)
+    rl = _layout(residual) if residual is not None else (0, 1, 0)
+    if xl is None or yl is None or rl is None or xl[1] != yl[1] or xl[1] != rl[1]:
+        # Rows not addressable by (outer, inner) strides: work on contiguous
+        # copies and write the results back into the caller's tensors.
+        xc = x.contiguous()
+        rc = residual.contiguous() if residual is not None else None
+        yc = xc if y is x else torch.empty(x.shape, dtype=y.dtype, device=y.device)
+        _launch(xc.view(-1, n), rc.view(-1, n) if rc is not None else None, weight, yc.view(-1, n), eps, w_offset)
+        if rc is not None and rc is not residual:
+            residual.copy_(rc)
+        if yc is not y:
+            y.copy_(yc)
+        return
+    block = triton.next_power_of_2(n)
+    _rmsnorm_rows[(rows,)](
+        x, residual if residual is not None else x, weight, y,
+        xl[0], xl[2], rl[0], rl[2], yl[0], yl[2], xl[1],
+        n, eps,
+        BLOCK=block, EVEN=block == n, W_OFFSET=w_offset, ADD=residual is not None,
+        num_warps=min(16, max(1, block // 256)),
+    )
+
+
+def rmsnorm(hidden_states, weight, eps=1e-6):
+    """``hidden_states / rms(hidden_states) * weight`` along the last axis."""
+    out = torch.empty(hidden_states.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+    _launch(hidden_states, None, weight, out, eps, 0.0)
+    return out
+
+
+def gemma_rmsnorm(hidden_states, weight, eps=1e-6):
+    """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``."""
+    out = torch.empty(hidden_states.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+    _launch(hidden_states, None, weight, out, eps, 1.0)
+    return out
+
+
+def fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6):
+    """``residual += hidden_states; hidden_states = rmsnorm(residual) * weight``,
+    both in place (the sum is normalized before rounding); returns
+    ``(hidden_states, residual)``."""
+    _launch(hidden_states, residual, weight, hidden_states, eps, 0.0)
+    return hidden_states, residual
+
+
+def gemma_fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6):
+    """As ``fused_add_rmsnorm`` with Gemma's ``(weight + 1)`` scale."""
+    _launch(hidden_states, residual, weight, hidden_states, eps, 1.0)
+    return hidden_states, residual
+

@@ -1,0 +1,461 @@
+"""The bundled Triton solutions (solutions/ and definitions/ at the repository
+root), run from their Solution JSONs: against torch references in fp32, in
+bf16 and fp16, at batch 1, 3 and 127, with the call's eps / is_neox, on
+row slices of wider buffers, directly and routed through FlashInfer's APIs.
+
+Without a GPU the kernels run under the Triton interpreter (conftest.py sets
+TRITON_INTERPRET=1), which truncates to bf16/fp16 where a GPU rounds: results
+may be one ulp off the correctly rounded reference. On a GPU the same tests
+run on CUDA tensors.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import flashinfer
+import flashinfer_trace_apply as fita
+from flashinfer_trace_apply import loaders
+from flashinfer_trace_apply.catalog import load_definitions
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.bfloat16, torch.float16]
+BUNDLED = sorted(p.stem for p in (ROOT / "solutions").rglob("*.json"))
+OPS = [
+    "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
+    "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "rope_cos_sin_cache_inplace",
+]
+
+
+def op_of(definition: str) -> str:
+    return next(op for op in sorted(OPS, key=len, reverse=True) if definition.startswith(op + "_"))
+
+
+def size_of(definition: str) -> int:
+    return int(definition.rsplit("_", 1)[1][1:])
+
+
+def solution(definition: str):
+    solutions = fita.load_solutions(fita.bundled_solutions_path())
+    return loaders.load(solutions[definition], definition).fn
+
+
+def smallest(op: str) -> str:
+    return min((d for d in BUNDLED if op_of(d) == op), key=size_of)
+
+
+# ---------------------------------------------------------------------------
+# References (fp32 arithmetic, one rounding) and the comparison.
+# ---------------------------------------------------------------------------
+
+
+def ref_rmsnorm(x, w, eps=1e-6, offset=0.0):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * (w.float() + offset)).to(x.dtype)
+
+
+def ref_fused_add(x, r, w, eps=1e-6, offset=0.0):
+    total = x.float() + r.float()
+    y = total * torch.rsqrt(total.square().mean(-1, keepdim=True) + eps) * (w.float() + offset)
+    return y.to(x.dtype), total.to(r.dtype)
+
+
+ACTS = {
+    "silu_and_mul": F.silu,
+    "gelu_and_mul": F.gelu,
+    "gelu_tanh_and_mul": lambda a: F.gelu(a, approximate="tanh"),
+}
+
+
+def ref_act(op, x):
+    d = x.shape[-1] // 2
+    return (ACTS[op](x[..., :d].float()) * x[..., d:].float()).to(x.dtype)
+
+
+def ref_rope(positions, q, k, head_size, cache, is_neox=True):
+    half = cache.shape[-1] // 2
+    cos = cache[positions.long(), :half].float()[:, None, :]
+    sin = cache[positions.long(), half:].float()[:, None, :]
+
+    def rotate(t):
+        h = t.float().reshape(t.shape[0], -1, head_size).clone()
+        if is_neox:
+            i1, i2 = slice(0, half), slice(half, 2 * half)
+        else:
+            i1, i2 = slice(0, 2 * half, 2), slice(1, 2 * half, 2)
+        a, b = h[..., i1].clone(), h[..., i2].clone()
+        h[..., i1], h[..., i2] = a * cos - b * sin, b * cos + a * sin
+        return h.reshape(t.shape).to(t.dtype)
+
+    return rotate(q), rotate(k)
+
+
+def assert_close(actual, expected, what=""):
+    """Within one ulp (of the larger magnitude) plus a hair for fp32 noise."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
+    bits = {torch.bfloat16: 7, torch.float16: 10}[actual.dtype]
+    a, e = actual.float(), expected.float()
+    magnitude = torch.maximum(a.abs(), e.abs()).clamp_min(torch.finfo(actual.dtype).tiny)
+    ulp = torch.exp2(torch.floor(torch.log2(magnitude)) - bits)
+    excess = (a - e).abs() - ulp - 1e-5
+    assert bool((excess <= 0).all()), f"{what}: max err {float((a - e).abs().max()):.3g}, worst excess {float(excess.max()):.3g}"
+
+
+# ---------------------------------------------------------------------------
+# Inputs and one call per op, direct.
+# ---------------------------------------------------------------------------
+
+
+def rand(*shape, dtype=torch.bfloat16, scale=1.0):
+    return (torch.randn(*shape, device=DEVICE) * scale).to(dtype)
+
+
+def rope_case(nnz, head_size, dtype, rotary_dim=None, q_heads=4, k_heads=2, positions_dtype=torch.int64):
+    rotary_dim = rotary_dim or head_size
+    cache = torch.randn(64, rotary_dim, device=DEVICE)  # float32, as FlashInfer requires
+    positions = torch.randint(0, 64, (nnz,), device=DEVICE, dtype=positions_dtype)
+    return positions, rand(nnz, q_heads * head_size, dtype=dtype), rand(nnz, k_heads * head_size, dtype=dtype), cache
+
+
+def run_and_check(definition: str, batch: int, dtype) -> None:
+    fn, op, n = solution(definition), op_of(definition), size_of(definition)
+    what = f"{definition} {dtype} batch={batch}"
+    if op in ("rmsnorm", "gemma_rmsnorm"):
+        x, w = rand(batch, n, dtype=dtype), rand(n, dtype=dtype)
+        assert_close(fn(hidden_states=x, weight=w, eps=1e-6), ref_rmsnorm(x, w, 1e-6, 1.0 if "gemma" in op else 0.0), what)
+    elif op in ("fused_add_rmsnorm", "gemma_fused_add_rmsnorm"):
+        x, r, w = rand(batch, n, dtype=dtype), rand(batch, n, dtype=dtype), rand(n, dtype=dtype)
+        want_y, want_r = ref_fused_add(x, r, w, 1e-6, 1.0 if "gemma" in op else 0.0)
+        xi, ri = x.clone(), r.clone()
+        got_y, got_r = fn(hidden_states=xi, residual=ri, weight=w, eps=1e-6)
+        assert got_y is xi and got_r is ri, "writes in place and returns the caller's tensors"
+        assert_close(xi, want_y, what + " output")
+        assert_close(ri, want_r, what + " residual")
+    elif op in ACTS:
+        x = rand(batch, n, dtype=dtype)
+        assert_close(fn(input=x), ref_act(op, x), what)
+    else:
+        positions, q, k, cache = rope_case(batch, n, dtype)
+        want_q, want_k = ref_rope(positions, q, k, n, cache)
+        got_q, got_k = fn(positions=positions, query=q, key=k, head_size=n, cos_sin_cache=cache)
+        assert got_q is q and got_k is k
+        assert_close(q, want_q, what + " query")
+        assert_close(k, want_k, what + " key")
+
+
+@pytest.mark.parametrize("definition", BUNDLED)
+def test_every_bundled_solution_matches_the_reference(definition):
+    torch.manual_seed(0)
+    for dtype in DTYPES:
+        for batch in (1, 3):
+            run_and_check(definition, batch, dtype)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+def test_batch_127(op, dtype):
+    torch.manual_seed(1)
+    run_and_check(smallest(op), 127, dtype)
+
+
+@pytest.mark.parametrize("definition", ["rmsnorm_h5120", "fused_add_rmsnorm_h7168", "gemma_rmsnorm_h2304", "silu_and_mul_h22016"])
+def test_widths_that_need_a_mask(definition):
+    """Hidden sizes that are not a power of two (or not a tile multiple)."""
+    torch.manual_seed(2)
+    for dtype in DTYPES:
+        run_and_check(definition, 5, dtype)
+
+
+def test_empty_batch():
+    x, w = rand(0, 2048), rand(2048)
+    assert solution("rmsnorm_h2048")(hidden_states=x, weight=w).shape == (0, 2048)
+    assert solution("silu_and_mul_h12288")(input=rand(0, 12288)).shape == (0, 6144)
+
+
+# ---------------------------------------------------------------------------
+# The call's arguments.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm"])
+def test_eps_is_honoured(op):
+    torch.manual_seed(3)
+    definition = smallest(op)
+    fn, n = solution(definition), size_of(definition)
+    offset = 1.0 if "gemma" in op else 0.0
+    x, w = rand(3, n, scale=0.05), rand(n)  # mean square ~2.5e-3: eps matters
+    r = rand(3, n, scale=0.05)
+    for eps in (1e-6, 1e-2):
+        if "fused" in op:
+            xi, ri = x.clone(), r.clone()
+            fn(hidden_states=xi, residual=ri, weight=w, eps=eps)
+            assert_close(xi, ref_fused_add(x, r, w, eps, offset)[0], f"eps={eps}")
+        else:
+            assert_close(fn(hidden_states=x, weight=w, eps=eps), ref_rmsnorm(x, w, eps, offset), f"eps={eps}")
+    small = fn(hidden_states=x.clone(), weight=w, eps=1e-6) if "fused" not in op else None
+    if small is not None:
+        assert not torch.equal(small, fn(hidden_states=x, weight=w, eps=1e-2))
+
+
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("head_size,rotary_dim", [(64, 64), (128, 128), (128, 64), (128, 96), (256, 128)])
+def test_rope_is_neox_and_partial_rotary(is_neox, head_size, rotary_dim):
+    torch.manual_seed(4)
+    fn = solution(f"rope_cos_sin_cache_inplace_d{head_size}")
+    positions, q, k, cache = rope_case(5, head_size, torch.bfloat16, rotary_dim=rotary_dim, positions_dtype=torch.int32)
+    want_q, want_k = ref_rope(positions, q, k, head_size, cache, is_neox)
+    q0 = q.clone()
+    fn(positions=positions, query=q, key=k, head_size=head_size, cos_sin_cache=cache, is_neox=is_neox)
+    assert_close(q, want_q, "query")
+    assert_close(k, want_k, "key")
+    tail = q.view(5, -1, head_size)[..., rotary_dim:]
+    assert torch.equal(tail, q0.view(5, -1, head_size)[..., rotary_dim:]), "channels past rotary_dim are untouched"
+
+
+def test_rope_layouts_3d_and_single_kv_head():
+    torch.manual_seed(5)
+    fn = solution("rope_cos_sin_cache_inplace_d128")
+    positions, q, k, cache = rope_case(3, 128, torch.float16, q_heads=7, k_heads=1)
+    want_q, want_k = ref_rope(positions, q, k, 128, cache)
+    q3, k3 = q.view(3, 7, 128), k.view(3, 1, 128)
+    fn(positions=positions, query=q3, key=k3, head_size=128, cos_sin_cache=cache)
+    assert_close(q, want_q, "3-D query")
+    assert_close(k, want_k, "3-D key, one head")
+
+
+# ---------------------------------------------------------------------------
+# Non-contiguous rows: slices of a wider buffer are read and written in place.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+def test_norms_on_row_slices(dtype):
+    torch.manual_seed(6)
+    n = 2048
+    buffer = rand(4, n + 256, dtype=dtype)
+    x, w = buffer[:, 128:128 + n], rand(n, dtype=dtype)
+    assert not x.is_contiguous()
+    assert_close(solution("rmsnorm_h2048")(hidden_states=x, weight=w), ref_rmsnorm(x, w))
+    rbuf = rand(4, 2 * n, dtype=dtype)
+    r = rbuf[:, n:]
+    want_y, want_r = ref_fused_add(x, r, w)
+    before, rbefore = buffer.clone(), rbuf.clone()
+    solution("fused_add_rmsnorm_h2048")(hidden_states=x, residual=r, weight=w)
+    assert_close(x, want_y, "output in the slice")
+    assert_close(r, want_r, "residual in the slice")
+    assert torch.equal(buffer[:, :128], before[:, :128]) and torch.equal(buffer[:, 128 + n:], before[:, 128 + n:])
+    assert torch.equal(rbuf[:, :n], rbefore[:, :n])
+
+
+def test_qk_norm_on_a_3d_slice_of_qkv():
+    """(tokens, heads, head_dim) with strides from a fused QKV buffer."""
+    torch.manual_seed(7)
+    qkv = rand(5, 12, 128)
+    q = qkv[:, :8]  # 8 query heads of 12
+    w = rand(128)
+    assert_close(solution("gemma_rmsnorm_h2048")(hidden_states=q, weight=w), ref_rmsnorm(q, w, offset=1.0))
+
+
+def test_fallback_layouts_are_written_back():
+    """Rows the kernel cannot address by strides (a transposed view) go
+    through a contiguous copy and come back into the caller's tensors."""
+    torch.manual_seed(8)
+    x, r = rand(2048, 3).t(), rand(2048, 3).t()
+    w = rand(2048)
+    assert x.stride(-1) != 1
+    want_y, want_r = ref_fused_add(x, r, w)
+    solution("fused_add_rmsnorm_h2048")(hidden_states=x, residual=r, weight=w)
+    assert_close(x, want_y)
+    assert_close(r, want_r)
+    xa = rand(7168, 2).t()
+    assert_close(solution("silu_and_mul_h7168")(input=xa), ref_act("silu_and_mul", xa))
+
+
+@pytest.mark.parametrize("op", ["silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"])
+def test_activations_on_row_slices_and_3d(op):
+    torch.manual_seed(9)
+    definition = smallest(op)
+    n = size_of(definition)
+    buffer = rand(3, n + 64)
+    x = buffer[:, 64:]
+    assert_close(solution(definition)(input=x), ref_act(op, x))
+    x3 = rand(2, 3, n)
+    out = solution(definition)(input=x3)
+    assert out.shape == (2, 3, n // 2)
+    assert_close(out, ref_act(op, x3))
+
+
+def test_rope_on_slices_of_a_qkv_buffer():
+    torch.manual_seed(10)
+    head, hq, hk = 128, 4, 2
+    qkv = rand(6, (hq + 2 * hk) * head)
+    q, k = qkv[:, : hq * head], qkv[:, hq * head:(hq + hk) * head]
+    v_before = qkv[:, (hq + hk) * head:].clone()
+    positions = torch.arange(6, device=DEVICE) * 3
+    cache = torch.randn(32, head, device=DEVICE)
+    want_q, want_k = ref_rope(positions, q, k, head, cache, is_neox=False)
+    solution("rope_cos_sin_cache_inplace_d128")(positions=positions, query=q, key=k, head_size=head, cos_sin_cache=cache, is_neox=False)
+    assert_close(q, want_q)
+    assert_close(k, want_k)
+    assert torch.equal(qkv[:, (hq + hk) * head:], v_before)
+
+
+# ---------------------------------------------------------------------------
+# Routed through FlashInfer's APIs by the plugin, with the folder's definitions.
+# ---------------------------------------------------------------------------
+
+
+def enable(*names):
+    folder = fita.bundled_solutions_path()
+    solutions = fita.load_solutions(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fita.enable_apply({n: solutions[n] for n in names}, definitions=folder)
+    said = [str(w.message) for w in caught if issubclass(w.category, fita.TraceApplyWarning)]
+    assert not said, said  # every bundled definition is routable
+
+
+def hits(api):
+    return fita.stats().get(api, {}).get("hit", 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+def test_routed_norms_keep_the_callers_conventions(dtype):
+    torch.manual_seed(11)
+    x, r, w = rand(3, 4096, dtype=dtype), rand(3, 4096, dtype=dtype), rand(4096, dtype=dtype)
+    enable("rmsnorm_h4096", "fused_add_rmsnorm_h4096", "gemma_rmsnorm_h2304", "gemma_fused_add_rmsnorm_h2304")
+    assert_close(flashinfer.rmsnorm(x, w, eps=1e-3), ref_rmsnorm(x, w, 1e-3))
+    out = torch.empty_like(x)
+    assert flashinfer.rmsnorm(x, w, 1e-5, out=out) is out
+    assert_close(out, ref_rmsnorm(x, w, 1e-5))
+    xi, ri = x.clone(), r.clone()
+    assert flashinfer.fused_add_rmsnorm(xi, ri, w, eps=1e-4) is None
+    want_y, want_r = ref_fused_add(x, r, w, 1e-4)
+    assert_close(xi, want_y)
+    assert_close(ri, want_r)
+    g, gr, gw = rand(2, 2304, dtype=dtype), rand(2, 2304, dtype=dtype), rand(2304, dtype=dtype)
+    assert_close(flashinfer.gemma_rmsnorm(g, gw), ref_rmsnorm(g, gw, offset=1.0))
+    gi, gri = g.clone(), gr.clone()
+    flashinfer.gemma_fused_add_rmsnorm(gi, gri, gw)
+    want_y, want_r = ref_fused_add(g, gr, gw, offset=1.0)
+    assert_close(gi, want_y)
+    assert_close(gri, want_r)
+    assert hits("flashinfer.norm.rmsnorm") == 2 and hits("flashinfer.norm.fused_add_rmsnorm") == 1
+    assert hits("flashinfer.norm.gemma_rmsnorm") == 1 and hits("flashinfer.norm.gemma_fused_add_rmsnorm") == 1
+
+
+def test_routed_activation_with_out():
+    torch.manual_seed(12)
+    x = rand(3, 28672)
+    enable("silu_and_mul_h28672", "gelu_tanh_and_mul_h28672")
+    out = torch.empty(3, 14336, dtype=x.dtype, device=DEVICE)
+    assert flashinfer.silu_and_mul(x, out=out) is out
+    assert_close(out, ref_act("silu_and_mul", x))
+    assert_close(flashinfer.gelu_tanh_and_mul(x), ref_act("gelu_tanh_and_mul", x))
+    assert hits("flashinfer.activation.silu_and_mul") == 1 and hits("flashinfer.activation.gelu_tanh_and_mul") == 1
+
+
+@pytest.mark.parametrize("is_neox", [True, False])
+def test_routed_rope_in_place(is_neox):
+    torch.manual_seed(13)
+    positions, q, k, cache = rope_case(4, 128, torch.bfloat16, q_heads=32, k_heads=8)
+    want_q, want_k = ref_rope(positions, q, k, 128, cache, is_neox)
+    enable("rope_cos_sin_cache_inplace_d128")
+    assert flashinfer.apply_rope_with_cos_sin_cache_inplace(positions, q, k, 128, cache, is_neox=is_neox) is None
+    assert_close(q, want_q)
+    assert_close(k, want_k)
+    assert hits("flashinfer.rope.apply_rope_with_cos_sin_cache_inplace") == 1
+
+
+def test_routing_respects_the_definition_dtypes():
+    """fp32 is outside the definitions' dtypes: FlashInfer's own call runs."""
+    enable("rmsnorm_h2048")
+    x, w = torch.randn(2, 2048, device=DEVICE), torch.randn(2048, device=DEVICE)
+    try:
+        flashinfer.rmsnorm(x, w)
+    except Exception:  # noqa: BLE001 - FlashInfer's kernel is not there on CPU
+        pass
+    assert hits("flashinfer.norm.rmsnorm") == 0
+
+
+# ---------------------------------------------------------------------------
+# Names and Definition files.
+# ---------------------------------------------------------------------------
+
+
+def fi_trace_name(definition: str) -> str:
+    op, n = op_of(definition), size_of(definition)
+    x = torch.empty(2, n, dtype=torch.bfloat16)
+    if op in ("rmsnorm", "gemma_rmsnorm"):
+        return getattr(flashinfer, op).fi_trace(input=x, weight=torch.empty(n, dtype=torch.bfloat16))["name"]
+    if "fused_add" in op:
+        return getattr(flashinfer, op).fi_trace(input=x, residual=x, weight=torch.empty(n, dtype=torch.bfloat16))["name"]
+    if op in ACTS:
+        return getattr(flashinfer, op).fi_trace(input=x)["name"]
+    q, k = torch.empty(2, 8 * n, dtype=torch.bfloat16), torch.empty(2, 2 * n, dtype=torch.bfloat16)
+    return flashinfer.apply_rope_with_cos_sin_cache_inplace.fi_trace(
+        positions=torch.zeros(2, dtype=torch.int64), query=q, key=k, head_size=n,
+        cos_sin_cache=torch.empty(16, n), is_neox=True,
+    )["name"]
+
+
+@pytest.mark.parametrize("definition", BUNDLED)
+def test_names_are_the_ones_flashinfer_computes(definition):
+    assert fi_trace_name(definition) == definition
+
+
+def test_one_definition_file_per_solution_in_the_schema():
+    definitions = load_definitions(ROOT)
+    assert sorted(definitions) == BUNDLED
+    for name, d in definitions.items():
+        for key in ("name", "op_type", "axes", "inputs", "outputs", "reference"):
+            assert key in d, (name, key)
+        assert not set(d["inputs"]) & set(d["outputs"]), f"{name}: input and output names overlap"
+        for spec in list(d["inputs"].values()) + list(d["outputs"].values()):
+            assert spec["shape"] is None or all(axis in d["axes"] for axis in spec["shape"]), name
+            allowed = spec["dtype"] if isinstance(spec["dtype"], list) else [spec["dtype"]]
+            assert allowed and all(isinstance(t, str) for t in allowed), name
+        tensors = [s for s in d["inputs"].values() if s["shape"] is not None and s["dtype"] != ["float32"]]
+        assert all({"bfloat16", "float16"} <= set(s["dtype"]) for s in tensors if "int64" not in s["dtype"]), name
+        for axis in d["axes"].values():
+            assert axis["type"] in ("const", "var") and (axis["type"] == "var" or isinstance(axis["value"], int))
+        for text in d.get("constraints", []):
+            ast.parse(text, mode="eval")
+        tree = ast.parse(d["reference"])
+        assert any(isinstance(node, ast.FunctionDef) and node.name == "run" for node in tree.body), name
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_definition_reference_agrees_with_the_solution(op):
+    """The reference each Definition file states computes what the kernel does."""
+    torch.manual_seed(14)
+    definition = smallest(op)
+    namespace: dict = {}
+    exec(json.loads((next(ROOT.glob(f"definitions/*/{definition}.json"))).read_text())["reference"], namespace)  # noqa: S102
+    reference, fn, n = namespace["run"], solution(definition), size_of(definition)
+    if op in ("rmsnorm", "gemma_rmsnorm"):
+        x, w = rand(3, n), rand(n)
+        assert_close(fn(hidden_states=x, weight=w), reference(x, w))
+    elif "fused_add" in op:
+        x, r, w = rand(3, n), rand(3, n), rand(n)
+        want = reference(x, r, w)
+        got = fn(hidden_states=x.clone(), residual=r.clone(), weight=w)
+        assert_close(got[0], want[0])
+        assert_close(got[1], want[1])
+    elif op in ACTS:
+        x = rand(3, n)
+        assert_close(fn(input=x), reference(x))
+    else:
+        positions, q, k, cache = rope_case(3, n, torch.bfloat16)
+        want = reference(positions, q, k, n, cache, False)
+        got = fn(positions=positions, query=q.clone(), key=k.clone(), head_size=n, cos_sin_cache=cache, is_neox=False)
+        assert_close(got[0], want[0])
+        assert_close(got[1], want[1])
