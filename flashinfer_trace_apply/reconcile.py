@@ -371,13 +371,18 @@ def build_hit_entry(
         # solution that names them, instead of being dropped.
         passed = {a.split("=", 1)[0] for a in call_args} | {t for t, _ in conditional}
         instance = shape.parameters[0].name if is_method and shape.parameters else None
+        # A value-returning solution that names an out=/lse= buffer gets the
+        # caller's (or None) and may write into it: nothing left to copy.
+        buffers = {o.dest for o in outputs if o.dest and not o.in_place and not loaded.destination_passing}
         for p in shape.parameters:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == instance:
                 continue
-            if p.name in used_params or p.name in dests or p.name in passed:
+            if p.name in used_params or p.name in passed or (p.name in dests and p.name not in buffers):
                 continue
             if named is not None and p.name in named:
                 call_args.append(f"{p.name}={p.name}")
+            elif p.name in dests:
+                continue  # a buffer the solution does not take: filled by copy
             elif report_unaccepted is not None and p.default is not p.empty:
                 unaccepted.append(p.name)
 

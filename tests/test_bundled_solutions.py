@@ -459,3 +459,26 @@ def test_definition_reference_agrees_with_the_solution(op):
         got = fn(positions=positions, query=q.clone(), key=k.clone(), head_size=n, cos_sin_cache=cache, is_neox=False)
         assert_close(got[0], want[0])
         assert_close(got[1], want[1])
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "silu_and_mul"])
+def test_out_buffer_through_the_plugin_is_written_directly_or_via_a_checked_copy(op):
+    """The kernels take the caller's out= when they can address it, so the
+    plugin has nothing to copy; a buffer they cannot use (non-contiguous for
+    the activations) still ends up with the right values."""
+    definition = smallest(op)
+    fn = solution(definition)
+    size = size_of(definition)
+    x = rand(3, size)  # both name the call by the input's width
+    expected = ref_act(op, x) if op == "silu_and_mul" else ref_rmsnorm(x, rand(size) * 0 + 1)
+    args = (x,) if op == "silu_and_mul" else (x, torch.ones(size, dtype=x.dtype))
+    fita.enable_apply({definition: fn})
+    api = getattr(flashinfer, op)  # looked up after enabling: the routed one
+    direct = torch.empty_like(expected)
+    assert api(*args, out=direct) is direct
+    assert_close(direct, expected, "contiguous out=")
+    wide = torch.zeros(3, expected.shape[-1] * 2, dtype=x.dtype)
+    strided = wide[:, ::2]
+    assert api(*args, out=strided) is strided
+    assert_close(strided, expected, "strided out=")
+    assert fita.stats()[api.__fita_route__.spec.fi_api]["hit"] == 2

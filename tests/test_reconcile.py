@@ -173,3 +173,22 @@ def test_solution_that_fails_to_load_names_api_definition_and_solution(tmp_path)
     x, w = inputs()
     with pytest.raises(fita.SolutionLoadError, match=rf"flashinfer.norm.rmsnorm.*bad_sol.*rmsnorm_h{H}|flashinfer.norm.rmsnorm.*rmsnorm_h{H}.*bad_sol"):
         flashinfer.rmsnorm(x, w)
+
+
+def test_a_solution_naming_out_writes_the_callers_buffer_directly():
+    received = []
+
+    def solution(hidden_states, weight, eps=1e-6, out=None):
+        received.append(out)
+        result = torch_rmsnorm(hidden_states, weight, eps)
+        if out is None:
+            return result
+        out.copy_(result)
+        return out
+
+    fita.enable_apply({f"rmsnorm_h{H}": solution})
+    x, w = inputs()
+    buf = torch.zeros_like(x)
+    assert flashinfer.rmsnorm(x, w, out=buf) is buf and received[-1] is buf
+    assert torch.equal(buf, torch_rmsnorm(x, w))
+    assert torch.equal(flashinfer.rmsnorm(x, w), torch_rmsnorm(x, w)) and received[-1] is None

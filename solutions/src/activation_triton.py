@@ -78,9 +78,13 @@ def _tile(rows, d):
     return block, max(1, min(8, block // 256))
 
 
-def _act_and_mul(x, act):
+def _act_and_mul(x, act, out=None):
     d = x.shape[-1] // 2
-    out = torch.empty(x.shape[:-1] + (d,), dtype=x.dtype, device=x.device)
+    shape = x.shape[:-1] + (d,)
+    # The caller's out= buffer is written directly when the kernel can
+    # address it (contiguous, right shape and dtype); otherwise a fresh one.
+    if out is None or not out.is_contiguous() or out.shape != shape or out.dtype != x.dtype or out.device != x.device:
+        out = torch.empty(shape, dtype=x.dtype, device=x.device)
     rows = out.numel() // d if d else 0
     if rows == 0:
         return out
@@ -96,16 +100,16 @@ def _act_and_mul(x, act):
     return out
 
 
-def silu_and_mul(input):
+def silu_and_mul(input, out=None):
     """``silu(input[..., :d]) * input[..., d:]``."""
-    return _act_and_mul(input, SILU)
+    return _act_and_mul(input, SILU, out)
 
 
-def gelu_and_mul(input):
+def gelu_and_mul(input, out=None):
     """``gelu(input[..., :d]) * input[..., d:]`` (exact, erf-based GELU)."""
-    return _act_and_mul(input, GELU)
+    return _act_and_mul(input, GELU, out)
 
 
-def gelu_tanh_and_mul(input):
+def gelu_tanh_and_mul(input, out=None):
     """``gelu_tanh(input[..., :d]) * input[..., d:]`` (tanh approximation)."""
-    return _act_and_mul(input, GELU_TANH)
+    return _act_and_mul(input, GELU_TANH, out)

@@ -107,16 +107,24 @@ def _launch(x, residual, weight, y, eps, w_offset):
     )
 
 
-def rmsnorm(hidden_states, weight, eps=1e-6):
+def _output(x, out):
+    """The caller's out= buffer when it fits (rows are addressed by stride),
+    else a fresh tensor."""
+    if out is None or out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return out
+
+
+def rmsnorm(hidden_states, weight, eps=1e-6, out=None):
     """``hidden_states / rms(hidden_states) * weight`` along the last axis."""
-    out = torch.empty(hidden_states.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+    out = _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, 0.0)
     return out
 
 
-def gemma_rmsnorm(hidden_states, weight, eps=1e-6):
+def gemma_rmsnorm(hidden_states, weight, eps=1e-6, out=None):
     """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``."""
-    out = torch.empty(hidden_states.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+    out = _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, 1.0)
     return out
 
