@@ -471,13 +471,13 @@ def test_out_buffer_through_the_plugin_is_written_directly_or_via_a_checked_copy
     size = size_of(definition)
     x = rand(3, size)  # both name the call by the input's width
     expected = ref_act(op, x) if op == "silu_and_mul" else ref_rmsnorm(x, rand(size) * 0 + 1)
-    args = (x,) if op == "silu_and_mul" else (x, torch.ones(size, dtype=x.dtype))
+    args = (x,) if op == "silu_and_mul" else (x, torch.ones(size, dtype=x.dtype, device=x.device))
     fita.enable_apply({definition: fn})
     api = getattr(flashinfer, op)  # looked up after enabling: the routed one
     direct = torch.empty_like(expected)
     assert api(*args, out=direct) is direct
     assert_close(direct, expected, "contiguous out=")
-    wide = torch.zeros(3, expected.shape[-1] * 2, dtype=x.dtype)
+    wide = torch.zeros(3, expected.shape[-1] * 2, dtype=x.dtype, device=x.device)
     strided = wide[:, ::2]
     assert api(*args, out=strided) is strided
     assert_close(strided, expected, "strided out=")
