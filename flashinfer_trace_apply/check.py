@@ -217,22 +217,6 @@ def _passes_forgiving_one_ulp(template: Any, reference: Any, actual: Any) -> boo
     return bool(template.check(reference, moved if isinstance(actual, (list, tuple)) else moved[0]))
 
 
-def _within_one_ulp(refs: List[Any], acts: List[Any]) -> bool:
-    import torch  # noqa: PLC0415
-
-    for r, a in zip(refs, acts):
-        if not (isinstance(r, torch.Tensor) and isinstance(a, torch.Tensor)) or r.shape != a.shape:
-            return False
-        if str(a.dtype) not in _MANTISSA_BITS:
-            return False
-        r32, a32 = r.float(), a.float()
-        magnitude = torch.maximum(r32.abs(), a32.abs()).clamp_min(torch.finfo(a.dtype).tiny)
-        spacing = torch.exp2(torch.floor(torch.log2(magnitude)) - _MANTISSA_BITS[str(a.dtype)])
-        if not bool(((a32 - r32).abs() <= spacing).all()):
-            return False
-    return True
-
-
 def _max_error(refs: List[Any], acts: List[Any]) -> float:
     import torch  # noqa: PLC0415
 
@@ -252,26 +236,6 @@ def _written_buffers(spec: Any, template: Any, inputs: Dict[str, Any]) -> List[A
     original = getattr(spec.owner, spec.attr)
     convention = plan_outputs(template, CallShape(inspect.signature(original)), original, spec.fi_api)
     return [inputs[o.dest] for o in convention.outputs]
-
-
-def _call_original(spec: Any, inputs: Dict[str, Any], template: Any) -> Any:
-    fresh = _clone(inputs)
-    result = getattr(spec.owner, spec.attr)(**fresh)
-    if result is None:
-        result = _written_buffers(spec, template, fresh)
-    return result
-
-
-def _original_verdict(spec: Any, template: Any, inputs: Dict[str, Any], reference: Any, refs: List[Any]) -> Tuple[bool, float]:
-    """Whether the unpatched FlashInfer API passes the template's check on
-    the same inputs, and its max abs error against the reference."""
-    result = _call_original(spec, inputs, template)
-    return bool(template.check(reference, result)), _max_error(refs, _as_list(result))
-
-
-# ---------------------------------------------------------------------------
-# Timing (GPU).
-# ---------------------------------------------------------------------------
 
 
 def _per_call_us(fn: Callable[[], Any], iters: int = 100, warmup: int = 10) -> float:
@@ -341,8 +305,6 @@ def check_one(
     definition_json: Optional[Dict[str, Any]] = None,
     timing: bool = False,
 ) -> CheckRow:
-    import torch  # noqa: PLC0415
-
     from . import api  # noqa: PLC0415
 
     label = _label(solution)
@@ -372,17 +334,13 @@ def check_one(
         row.max_abs_error = _max_error(refs, acts)
         if template.check(reference, actual):
             row.result = "pass"
-        elif device == "cuda":
-            # Some template checks (rmsnorm: rtol=atol=1e-3) are stricter than
-            # one bf16 ulp, and FlashInfer's own kernel fails them too. Then
-            # the bar is: within one ulp of the reference, as the original is not.
-            original_passes, original_error = _original_verdict(spec, template, inputs, reference, refs)
-            if not original_passes and _within_one_ulp(refs, acts):
-                row.result = "pass"
-                row.detail = f"within 1 ulp; FlashInfer's kernel fails this check too (max err {original_error:.3g})"
-        elif os.environ.get("TRITON_INTERPRET") == "1" and _passes_forgiving_one_ulp(template, reference, actual):
-            # The Triton interpreter truncates to bf16/fp16 where a GPU rounds.
-            row.result, row.detail = "pass", "passes with 1 ulp forgiven (Triton interpreter truncates)"
+        elif _passes_forgiving_one_ulp(template, reference, actual):
+            # The reference rounds its fp32 result to bf16/fp16 once; a kernel
+            # computing in fp32 may land on the neighbouring value (and the
+            # Triton interpreter truncates where a GPU rounds). Some template
+            # checks (rmsnorm: rtol=atol=1e-3) are tighter than one bf16 ulp,
+            # which FlashInfer's own kernel fails as well.
+            row.result, row.detail = "pass", "passes with 1 ulp forgiven"
         if note:
             row.detail = "; ".join(d for d in (row.detail, note) if d)
         if timing and row.result == "pass":
