@@ -10,6 +10,8 @@ process, side by side.
 from __future__ import annotations
 
 import argparse
+import gc
+import statistics
 import json
 import sys
 import time
@@ -79,19 +81,26 @@ def main(argv: List[str] | None = None) -> int:
         }
         # Interleaved rounds, best of each: launch-bound timings drift with
         # clocks and host noise, and interleaving spreads that over all cases.
-        best = {key: float("inf") for key in cases}
-        for _ in range(args.repeat):
-            for key, (which, fn) in cases.items():
-                engine(which)
-                best[key] = min(best[key], per_call_us(fn, args.number, 1))
+        samples: Dict[str, List[float]] = {key: [] for key in cases}
+        gc.disable()  # a collection inside one timed run is noise, not dispatch
+        try:
+            for _ in range(args.repeat):
+                for key, (which, fn) in cases.items():
+                    engine(which)
+                    samples[key].append(per_call_us(fn, args.number, 1))
+        finally:
+            gc.enable()
         engine("off")
-        row: Dict[str, Any] = {"batch": batch, **best}
-        row["ours_minus_direct_us"] = row["ours_us"] - row["triton_direct_us"]
-        row["builtin_minus_direct_us"] = row["builtin_us"] - row["triton_direct_us"]
+        row: Dict[str, Any] = {"batch": batch, **{key: min(v) for key, v in samples.items()}}
+        # Differences paired within a round cancel slow drift (clocks, host
+        # load) that the best-of figures do not; the median of them is reported.
+        for engine_key, name in (("ours_us", "ours"), ("builtin_us", "builtin")):
+            diffs = [a - b for a, b in zip(samples[engine_key], samples["triton_direct_us"])]
+            row[f"{name}_minus_direct_us"] = statistics.median(diffs)
         rows.append(row)
     device = torch.cuda.get_device_name()
     print(f"device={device} torch={torch.__version__} flashinfer={flashinfer.__version__} hidden={args.hidden} bf16")
-    print("| batch | FlashInfer kernel µs | Triton direct µs | routed by ours µs | routed by built-in µs | ours − direct µs | built-in − direct µs |")
+    print("| batch | FlashInfer kernel µs | Triton direct µs | routed by ours µs | routed by built-in µs | ours − direct µs (median of paired rounds) | built-in − direct µs (same) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
