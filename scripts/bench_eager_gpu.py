@@ -94,9 +94,9 @@ def main(argv: List[str] | None = None) -> int:
         row: Dict[str, Any] = {"batch": batch, **{key: min(v) for key, v in samples.items()}}
         # Differences paired within a round cancel slow drift (clocks, host
         # load) that the best-of figures do not; the median of them is reported.
-        for engine_key, name in (("ours_us", "ours"), ("builtin_us", "builtin")):
+        for engine_key, label in (("ours_us", "ours"), ("builtin_us", "builtin")):
             diffs = [a - b for a, b in zip(samples[engine_key], samples["triton_direct_us"])]
-            row[f"{name}_minus_direct_us"] = statistics.median(diffs)
+            row[f"{label}_minus_direct_us"] = statistics.median(diffs)
         rows.append(row)
     device = torch.cuda.get_device_name()
     print(f"device={device} torch={torch.__version__} flashinfer={flashinfer.__version__} hidden={args.hidden} bf16")

@@ -16,6 +16,9 @@ buffer is read in place); any leading shape is accepted.
 
 import torch
 import triton
+
+# Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
+# Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
 
 SILU, GELU, GELU_TANH = 0, 1, 2
@@ -100,16 +103,16 @@ def _act_and_mul(x, act, out=None):
     return out
 
 
-def silu_and_mul(input, out=None):
+def silu_and_mul(input, out=None, enable_pdl=None):
     """``silu(input[..., :d]) * input[..., d:]``."""
     return _act_and_mul(input, SILU, out)
 
 
-def gelu_and_mul(input, out=None):
+def gelu_and_mul(input, out=None, enable_pdl=None):
     """``gelu(input[..., :d]) * input[..., d:]`` (exact, erf-based GELU)."""
     return _act_and_mul(input, GELU, out)
 
 
-def gelu_tanh_and_mul(input, out=None):
+def gelu_tanh_and_mul(input, out=None, enable_pdl=None):
     """``gelu_tanh(input[..., :d]) * input[..., d:]`` (tanh approximation)."""
     return _act_and_mul(input, GELU_TANH, out)

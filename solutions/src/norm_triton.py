@@ -19,6 +19,9 @@ return those same tensors, so the plugin has nothing left to copy.
 
 import torch
 import triton
+
+# Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
+# Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
 
 
@@ -115,21 +118,21 @@ def _output(x, out):
     return out
 
 
-def rmsnorm(hidden_states, weight, eps=1e-6, out=None):
+def rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """``hidden_states / rms(hidden_states) * weight`` along the last axis."""
     out = _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, 0.0)
     return out
 
 
-def gemma_rmsnorm(hidden_states, weight, eps=1e-6, out=None):
+def gemma_rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``."""
     out = _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, 1.0)
     return out
 
 
-def fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6):
+def fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6, enable_pdl=None):
     """``residual += hidden_states; hidden_states = rmsnorm(residual) * weight``,
     both in place (the sum is normalized before rounding); returns
     ``(hidden_states, residual)``."""
@@ -137,7 +140,7 @@ def fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6):
     return hidden_states, residual
 
 
-def gemma_fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6):
+def gemma_fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6, enable_pdl=None):
     """As ``fused_add_rmsnorm`` with Gemma's ``(weight + 1)`` scale."""
     _launch(hidden_states, residual, weight, hidden_states, eps, 1.0)
     return hidden_states, residual
