@@ -187,3 +187,13 @@ def test_many_threads_first_calls_resolve_once_and_count_exactly():
         t.join()
     assert loads == [64]
     assert fita.stats()["flashinfer.norm.rmsnorm"]["hit"] == threads * per_thread
+
+
+def test_reading_stats_warns_about_nothing():
+    """stats() must not lean on deprecated interpreter features (Python 3.12
+    deprecates pickling itertools objects; 3.14 removes it)."""
+    fita.enable_apply({"rmsnorm_h64": lambda hidden_states, weight: hidden_states})
+    flashinfer.rmsnorm(torch.randn(2, 64), torch.randn(64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fita.stats()["flashinfer.norm.rmsnorm"]["hit"] == 1
