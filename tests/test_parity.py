@@ -13,9 +13,8 @@ import inspect
 import warnings
 
 import pytest
-import torch
 
-import flashinfer  # noqa: F401
+import flashinfer  # noqa: F401 - fills the trace registry
 from flashinfer_trace_apply.dispatch import ApiRoute, RoutingContext
 from flashinfer_trace_apply.registry import discover_apis
 
