@@ -4,7 +4,8 @@ One kernel source per op family serves many compile-time shapes: each
 (op, shape) pair in CATALOG below becomes
 
 - ``solutions/<family>/<definition>.json``: a FlashInfer-Bench Solution with
-  the kernel source inlined, its entry point naming the op's function;
+  the kernel source inlined, its entry point naming the op's function, and
+  the shared ``_fast_launch.py`` (Triton launch fast path) as a second source;
 - ``definitions/<op_type>/<definition>.json``: a FlashInfer-Bench Definition
   stating the axes, the dtypes each input may have (a list: this project's
   extension of the schema's single ``dtype``, read by the plugin's routing),
@@ -30,6 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "solutions" / "src"
 AUTHOR = "flashinfer_trace_apply"
 DTYPES = ["bfloat16", "float16"]
+# Shipped beside every kernel source in each Solution (the loader puts the
+# solution's folder on sys.path while importing the entry file, so the kernel
+# files import these by plain name at module level).
+SHARED_SOURCES = ("_fast_launch.py",)
 
 
 @dataclass(frozen=True)
@@ -313,7 +318,7 @@ def solution_for(op: Op, value: int) -> dict:
             "dependencies": ["triton >= 3.0", "torch >= 2.4"],
             "destination_passing_style": False,
         },
-        "sources": [{"path": op.source, "content": (SOURCES / op.source).read_text()}],
+        "sources": [{"path": path, "content": (SOURCES / path).read_text()} for path in (op.source, *SHARED_SOURCES)],
     }
 
 

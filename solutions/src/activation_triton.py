@@ -12,6 +12,10 @@ programs; arithmetic is fp32, only the store rounds. Widths that are a
 multiple of the tile need no mask (a compile-time flag); all widths share a
 few compiled kernels. Input rows are addressed through their stride (a row slice of a wider
 buffer is read in place); any leading shape is accepted.
+
+Launches go through ``_fast_launch.FastLauncher`` (a sibling source of every
+bundled Solution): after a specialization has been launched and checked the
+standard way, it is launched directly, skipping Triton's per-call overhead.
 """
 
 import torch
@@ -20,6 +24,7 @@ import triton
 # Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
 # Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
+from _fast_launch import FastLauncher
 
 SILU, GELU, GELU_TANH = 0, 1, 2
 
@@ -52,6 +57,9 @@ def _act_and_mul_rows(
         tl.store(y_row + cols, y)
     else:
         tl.store(y_row + cols, y, mask=mask)
+
+
+_ACT_AND_MUL_ROWS = FastLauncher(_act_and_mul_rows)
 
 
 def _layout(t):
@@ -96,7 +104,8 @@ def _act_and_mul(x, act, out=None):
         x = x.contiguous()
         layout = _layout(x)
     block, warps = _tile(rows, d)
-    _act_and_mul_rows[(rows, triton.cdiv(d, block))](
+    _ACT_AND_MUL_ROWS(
+        (rows, triton.cdiv(d, block)),
         x, out, layout[0], layout[2], layout[1], d,
         BLOCK=block, EVEN=d % block == 0, ACT=act, num_warps=warps,
     )

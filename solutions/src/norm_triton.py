@@ -15,6 +15,10 @@ row slices of a wider buffer are read and written where they are, without a
 copy. The fused variants write the sum back into ``residual`` and the
 normalized rows into ``hidden_states`` in place (FlashInfer's convention) and
 return those same tensors, so the plugin has nothing left to copy.
+
+Launches go through ``_fast_launch.FastLauncher`` (a sibling source of every
+bundled Solution): after a specialization has been launched and checked the
+standard way, it is launched directly, skipping Triton's per-call overhead.
 """
 
 import torch
@@ -23,6 +27,7 @@ import triton
 # Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
 # Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
+from _fast_launch import FastLauncher
 
 
 @triton.jit
@@ -58,6 +63,9 @@ def _rmsnorm_rows(
         tl.store(y_row + cols, y)
     else:
         tl.store(y_row + cols, y, mask=mask)
+
+
+_RMSNORM_ROWS = FastLauncher(_rmsnorm_rows)
 
 
 def _layout(t):
@@ -101,7 +109,8 @@ def _launch(x, residual, weight, y, eps, w_offset):
             y.copy_(yc)
         return
     block = triton.next_power_of_2(n)
-    _rmsnorm_rows[(rows,)](
+    _RMSNORM_ROWS(
+        (rows,),
         x, residual if residual is not None else x, weight, y,
         xl[0], xl[2], rl[0], rl[2], yl[0], yl[2], xl[1],
         n, eps,

@@ -17,10 +17,15 @@ loaded contiguously and split in registers). Arithmetic is fp32.
 head_size)``; rows may be slices of a wider buffer (a fused QKV projection),
 addressed by their stride and written where they are. Returns ``(query,
 key)``, the same tensors, updated.
+
+Launches go through ``_fast_launch.FastLauncher`` (a sibling source of every
+bundled Solution): after a specialization has been launched and checked the
+standard way, it is launched directly, skipping Triton's per-call overhead.
 """
 
 import triton
 import triton.language as tl
+from _fast_launch import FastLauncher
 
 
 @triton.jit
@@ -75,6 +80,9 @@ def _rope_inplace(
         _rotate_heads(k_ptr + token * k_token, k_head, (tile - q_tiles) * HB, num_k_heads, cos, sin, HALF, HALF_P2, HB, NEOX)
 
 
+_ROPE_INPLACE = FastLauncher(_rope_inplace)
+
+
 def _heads(t, head_size):
     """(token stride, head stride, heads) of ``t`` addressed in place, or None."""
     if t.stride(-1) != 1:
@@ -107,7 +115,8 @@ def rope_cos_sin_cache_inplace(positions, query, key, head_size, cos_sin_cache, 
     hb = max(1, 512 // half_p2)  # 2 warps, 8 channels a thread in each half: 16-byte accesses
     q_tiles = triton.cdiv(ql[2], hb)
     tiles = q_tiles + triton.cdiv(kl[2], hb)
-    _rope_inplace[(nnz, tiles)](
+    _ROPE_INPLACE(
+        (nnz, tiles),
         q, k, cache, pos,
         ql[0], ql[1], kl[0], kl[1], cache.stride(0),
         ql[2], kl[2], q_tiles,

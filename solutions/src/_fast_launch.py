@@ -1,0 +1,393 @@
+"""Launch fast path for the bundled Triton kernels (shared by every bundled
+Solution; scripts/build_solutions.py ships this file as a second source).
+
+Why. ``kernel[grid](*args, **kwargs)`` does, on every call, Triton's whole
+per-call bookkeeping: bind the arguments, specialize each one (dtype, 16-byte
+alignment, ``== 1``), build and look up a string cache key from the options,
+read a handful of knobs, build launch metadata, and only then call the
+compiled kernel's launcher. On an H100 host that is ~28 µs of Python per call,
+for kernels that run for 2 µs at small batch.
+
+What. ``FastLauncher(kernel)((grid), *args, **kwargs)`` behaves like
+``kernel[grid](*args, **kwargs)``. It keys each call by what Triton
+specializes on, computed cheaply and at least as finely as Triton does:
+
+- per positional (runtime) argument: a tensor's dtype and whether its data
+  pointer is 16-byte aligned; an int's width class (i32, i64, u64), whether
+  it is divisible by 16 and whether it equals 1; float, bool and None by type;
+  anything else is not keyed, and the call takes the standard path;
+- every keyword argument (constexprs, ``num_warps``, ``num_stages``, ...) by
+  name, type and value (so ``True``, ``1`` and ``1.0`` differ, as they do in
+  Triton's key; floats by ``repr`` so ``-0.0`` is not ``0.0``);
+- the current device and the knobs that Triton folds into the options
+  (``debug``, ``instrumentation_mode``, and on 3.9 ``fpsan_homomorphic_casts``).
+
+Because this key is a refinement of Triton's, two calls with the same key
+always get the same compiled kernel from Triton. Life of a key:
+
+1. first call: the standard launch; the compiled kernel it returns is kept;
+2. second call: the standard launch again, then the self-check: Triton must
+   have picked the *same* compiled kernel object (it is in Triton's own
+   kernel cache), Triton's binder must bind the call to exactly the argument
+   list the fast path would pass (same objects, same order), and the launch
+   metadata / enter-exit hooks must be empty (what the fast path passes).
+   Any mismatch switches the fast path off for this kernel, with one warning;
+3. later calls: ``compiled.run(grid_x, grid_y, grid_z, stream, function,
+   packed_metadata, None, None, None, *args)``, the exact call Triton's
+   ``JITFunction.run`` ends with (read in triton 3.6.0 and 3.9.0), on the
+   stream Triton itself would use (its driver's current stream).
+
+Every fast call still checks, cheaply, that no pre-run hook, launch
+enter/exit hook or stages-inspection hook is registered (a profiler such as
+Proton registers them), and takes the standard path if one is.
+
+When not. The standard path is used for everything when
+``FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH`` is ``0``/``false``/``off``/``no``,
+when ``TRITON_INTERPRET`` is set, when the kernel is not a plain
+``JITFunction`` (interpreter, autotuner), for a Triton version other than the
+verified ones (``VERIFIED_TRITON``), and on a non-CUDA backend.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import torch
+import triton
+
+__all__ = [
+    "ENV_SWITCH",
+    "VERIFIED_TRITON",
+    "FastLauncher",
+    "arg_token",
+    "gate",
+    "launch",
+    "launcher",
+    "triton_version",
+]
+
+ENV_SWITCH = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
+# (major, minor) of the Triton releases whose JITFunction.run and
+# CompiledKernel.run / CudaLauncher.__call__ were read: 3.6.0 and 3.9.0.
+VERIFIED_TRITON = ((3, 6), (3, 9))
+# Keys kept per kernel; past this, new keys just take the standard path.
+MAX_KEYS = 256
+
+_OFF_WORDS = ("0", "false", "off", "no")
+_I32_LO, _I32_HI, _U64_LO = -(2**31), 2**31 - 1, 2**63
+# int tokens: index = width class * 2 + (divisible by 16)
+_INT_TOKENS = ("i32", "i32/16", "i64", "i64/16", "u64", "u64/16")
+_Tensor = torch.Tensor
+# Keyword values (constexprs, options) are keyed by value: only these types.
+_KEYWORD_TYPES = frozenset((int, bool, float, str, type(None)))
+
+
+def triton_version(text: str | None = None) -> tuple:
+    """(major, minor, patch) of a version string (default: the installed
+    Triton's); non-numeric tails such as ``+git`` are ignored."""
+    text = triton.__version__ if text is None else text
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    while len(parts) < 3:
+        parts.append(0)
+    return tuple(parts)
+
+
+def gate(environ=None, version: str | None = None) -> str | None:
+    """None when the fast path may be used in this process, else the reason
+    it may not (the environment switch, the interpreter, the Triton version)."""
+    environ = os.environ if environ is None else environ
+    switch = environ.get(ENV_SWITCH, "").strip().lower()
+    if switch in _OFF_WORDS:
+        return f"{ENV_SWITCH}={environ.get(ENV_SWITCH)}"
+    interpret = environ.get("TRITON_INTERPRET", "").strip().lower()
+    if interpret and interpret not in _OFF_WORDS:
+        return "TRITON_INTERPRET is set"
+    found = triton_version(version)
+    if found[:2] not in VERIFIED_TRITON:
+        text = triton.__version__ if version is None else version
+        return f"triton {text} is not a verified version {VERIFIED_TRITON}"
+    return None
+
+
+def arg_token(a):
+    """The key part of one runtime argument, or None when it cannot be keyed.
+
+    Mirrors what Triton specializes a runtime argument on, never coarser:
+    equal tokens imply equal Triton specializations.
+    """
+    cls = a.__class__
+    if cls is int:
+        if a == 1:
+            return "i1"
+        width = 0 if _I32_LO <= a <= _I32_HI else (2 if a >= _U64_LO else 1)
+        return _INT_TOKENS[width * 2 + (not a & 15)]
+    if isinstance(a, _Tensor):
+        return (a.dtype, not a.data_ptr() & 15)
+    if cls is float:
+        return "f"
+    if cls is bool:
+        return "b"
+    if a is None:
+        return "n"
+    return None
+
+
+def _is_plain_jit(kernel) -> bool:
+    """A kernel compiled by Triton's JIT (not the interpreter's or an autotuner's)."""
+    from triton.runtime.jit import JITFunction
+
+    return type(kernel) is JITFunction
+
+
+def _driver():
+    """Triton's active driver (the object behind ``triton.runtime.driver.active``)."""
+    from triton.runtime import driver
+
+    return driver.active
+
+
+def _compiled_kernel_class():
+    from triton.compiler import CompiledKernel
+
+    return CompiledKernel
+
+
+def _knob_readers():
+    """Functions reading Triton's per-call hook and option state, bound to
+    the knobs object of the running Triton."""
+    from triton import knobs
+
+    runtime, compilation = knobs.runtime, knobs.compilation
+    hook_chain = getattr(knobs, "HookChain", None)
+    has_fpsan = triton_version()[:2] >= (3, 9)
+
+    def hooks_idle() -> bool:
+        for hook in (runtime.launch_enter_hook, runtime.launch_exit_hook):
+            if hook is None:
+                continue
+            if hook_chain is not None and hook.__class__ is hook_chain and not hook.calls:
+                continue
+            return False
+        return getattr(runtime, "add_stages_inspection_hook", None) is None
+
+    if has_fpsan:
+        def options():
+            return (runtime.debug, compilation.instrumentation_mode, compilation.fpsan_homomorphic_casts)
+    else:
+        def options():
+            return (runtime.debug, compilation.instrumentation_mode)
+
+    return hooks_idle, options
+
+
+class FastLauncher:
+    """``FastLauncher(kernel)(grid, *args, **kwargs)`` == ``kernel[grid](*args, **kwargs)``,
+    launching already-validated specializations directly.
+
+    Runtime arguments go positionally, constexprs and options by keyword.
+    Attributes for inspection: ``off`` (None, or why the fast path is off for
+    this kernel), ``fast_calls``, ``standard_calls``, ``ready`` (validated keys).
+    """
+
+    def __init__(self, kernel, environ=None):
+        self.kernel = kernel
+        self._environ = environ
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every key and decide the gate again at the next call."""
+        self.off = None
+        self._decided = False
+        self.pending = {}
+        self.ready = {}
+        self.fast_calls = 0
+        self.standard_calls = 0
+
+    # -- the gate -----------------------------------------------------------
+
+    def _decide(self) -> None:
+        self._decided = True
+        reason = gate(self._environ)
+        if reason is None and not _is_plain_jit(self.kernel):
+            reason = f"not a plain JITFunction ({type(self.kernel).__name__})"
+        if reason is None:
+            try:
+                self._hooks_idle, self._options = _knob_readers()
+                self._driver = _driver()
+                self._get_device = self._driver.get_current_device
+                self._get_stream = self._driver.get_current_stream
+                self._compiled_cls = _compiled_kernel_class()
+            except Exception as exc:  # noqa: BLE001 - any surprise: standard path
+                reason = f"cannot read Triton's driver or knobs: {exc!r}"
+        self.off = reason
+
+    def _disable(self, reason: str) -> None:
+        self.off = reason
+        self.ready = {}
+        self.pending = {}
+        name = getattr(getattr(self.kernel, "fn", None), "__name__", repr(self.kernel))
+        warnings.warn(
+            f"flashinfer_trace_apply: Triton fast launch off for {name}: {reason}; using the standard launch",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    # -- the key ------------------------------------------------------------
+
+    def key(self, args, kwargs):
+        """The specialization key of a call, or None when it cannot be keyed."""
+        parts = [self._get_device(), self._options()]
+        append = parts.append
+        for a in args:
+            cls = a.__class__
+            if cls is int:
+                if a == 1:
+                    append("i1")
+                else:
+                    width = 0 if _I32_LO <= a <= _I32_HI else (2 if a >= _U64_LO else 1)
+                    append(_INT_TOKENS[width * 2 + (not a & 15)])
+            elif isinstance(a, _Tensor):
+                append((a.dtype, not a.data_ptr() & 15))
+            elif cls is float:
+                append("f")
+            elif cls is bool:
+                append("b")
+            elif a is None:
+                append("n")
+            else:
+                return None
+        for name, v in kwargs.items():
+            cls = v.__class__
+            if cls not in _KEYWORD_TYPES:
+                return None  # keyed by value: plain scalars and strings only
+            append(name)
+            append(cls)
+            append(repr(v) if cls is float else v)
+        return tuple(parts)
+
+    # -- launching ----------------------------------------------------------
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self(grid, *args, **kwargs)
+
+    def __call__(self, grid, *args, **kwargs):
+        if not self._decided:
+            self._decide()
+        if self.off is not None:
+            return self.kernel[grid](*args, **kwargs)
+        key = self.key(args, kwargs)
+        if key is None or grid.__class__ is not tuple:
+            return self._standard(grid, args, kwargs)
+        entry = self.ready.get(key)
+        if entry is None or self.kernel.pre_run_hooks or not self._hooks_idle():
+            return self._slow(key, grid, args, kwargs)
+        compiled, tail = entry
+        n = len(grid)
+        get = kwargs.get
+        run = compiled.run  # the property loads the binary if needed, as in Triton
+        run(
+            grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1,
+            self._get_stream(key[0]), compiled.function, compiled.packed_metadata, None, None, None,
+            *args, *[get(name, default) for name, default in tail],
+        )
+        self.fast_calls += 1
+        return compiled
+
+    def _standard(self, grid, args, kwargs):
+        self.standard_calls += 1
+        return self.kernel[grid](*args, **kwargs)
+
+    def _slow(self, key, grid, args, kwargs):
+        compiled = self._standard(grid, args, kwargs)
+        if key in self.ready or self.kernel.pre_run_hooks or not self._hooks_idle():
+            return compiled  # hooks are active now: this call stays standard
+        with self._lock:
+            first = self.pending.get(key)
+            if first is None:
+                if len(self.pending) + len(self.ready) < MAX_KEYS:
+                    self.pending[key] = compiled
+                return compiled
+            del self.pending[key]
+            try:
+                problem, tail = self._validate(first, compiled, key, grid, args, kwargs)
+            except Exception as exc:  # noqa: BLE001 - a failed check is a mismatch
+                problem, tail = f"self-check raised {exc!r}", None
+            if problem is not None:
+                self._disable(problem)
+            else:
+                self.ready[key] = (compiled, tail)
+        return compiled
+
+    def _validate(self, first, compiled, key, grid, args, kwargs):
+        """Compare what the fast path would launch with what the standard path
+        just launched: (None, tail names) when they agree, else (why, None)."""
+        driver = self._driver
+        if compiled is not first:
+            return "two calls with the same key got different compiled kernels (key coarser than Triton's)", None
+        if not isinstance(compiled, self._compiled_cls):
+            return f"the standard launch returned {type(compiled).__name__}, not a CompiledKernel", None
+        if compiled.function is None or compiled.packed_metadata is None:
+            return "the compiled kernel has no loaded function", None
+        target = driver.get_current_target()
+        if getattr(target, "backend", None) != "cuda":
+            return f"backend {getattr(target, 'backend', None)!r} is not verified", None
+        fn = self.kernel
+        if fn.used_global_vals:
+            return "the kernel reads global values (Triton re-checks them per call)", None
+        device = key[0]
+        kernel_cache, _key_cache, _target, _backend, binder = fn.device_caches[device]
+        if not any(v is compiled for v in kernel_cache.values()):
+            return "the compiled kernel is not in Triton's kernel cache", None
+        bound, _specialization, _options = binder(*args, **kwargs)
+        names = list(bound)
+        # Parameters after the positional ones: passed by keyword, or their
+        # defaults (the same objects on every call).
+        tail = tuple((name, bound[name]) for name in names[len(args):])
+        get = kwargs.get
+        ours = list(args) + [get(name, default) for name, default in tail]
+        theirs = list(bound.values())
+        if len(ours) != len(theirs) or any(a is not b for a, b in zip(ours, theirs)):
+            return "Triton binds the arguments differently from the fast path", None
+        n = len(grid)
+        if n < 1 or n > 3 or any(g.__class__ is not int for g in grid):
+            return f"grid {grid!r} is not 1 to 3 ints", None
+        stream = driver.get_current_stream(device)
+        if stream != self._get_stream(device):
+            return "the stream differs from the driver's current stream", None
+        if not self._hooks_idle():
+            return "launch hooks are registered", None
+        # With no hooks registered nobody reads the launch metadata; the fast
+        # path passes None. A kernel that computes its own metadata is left
+        # to the standard path all the same.
+        metadata = compiled.launch_metadata(grid, stream, *theirs)
+        if metadata is not None and getattr(metadata, "extras", None):
+            return "the kernel computes launch metadata", None
+        return None, tail
+
+
+_LAUNCHERS: dict = {}
+
+
+def launcher(kernel) -> FastLauncher:
+    """The FastLauncher of ``kernel`` (one per kernel object)."""
+    found = _LAUNCHERS.get(id(kernel))
+    if found is None or found.kernel is not kernel:
+        found = _LAUNCHERS[id(kernel)] = FastLauncher(kernel)
+    return found
+
+
+def launch(kernel, grid, *args, **kwargs):
+    """``kernel[grid](*args, **kwargs)`` through its FastLauncher."""
+    return launcher(kernel)(grid, *args, **kwargs)

@@ -1,0 +1,584 @@
+"""The Triton launch fast path shared by the bundled kernels
+(solutions/src/_fast_launch.py).
+
+CPU: the specialization key against Triton's own specializer, the version
+gate, the environment switch, the interpreter fallback, and the life of a key
+(standard, standard + self-check, fast) on a stand-in kernel whose standard
+path keys its cache the way Triton does. GPU (``-m gpu``): the bundled kernels
+give bit-identical results through the fast and the standard launch, Triton's
+own kernel cache backs what the fast path launches, hooks force the standard
+path, and a timing table of eager calls at batch 1 (run with ``-s`` to see it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import statistics
+import time
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "solutions" / "src" / "_fast_launch.py"
+_counter = itertools.count()
+
+
+def load_module():
+    """A fresh copy of _fast_launch (its own launcher registry)."""
+    spec = importlib.util.spec_from_file_location(f"_fita_test_fast_launch_{next(_counter)}", SOURCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fl():
+    return load_module()
+
+
+# ---------------------------------------------------------------------------
+# The key: never coarser than Triton's specialization.
+# ---------------------------------------------------------------------------
+
+
+def _triton_specialization(value):
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    return native_specialize_impl(BaseBackend, value, False, True, True)
+
+
+def _sample_values():
+    ints = [0, 1, 2, 3, 15, 16, 17, 32, 48, -1, -16, -17, 4096, 4097,
+            2**31 - 16, 2**31 - 1, 2**31, 2**31 + 16, 2**32, 2**32 + 1, 2**63 - 1, 2**63, 2**63 + 16,
+            -(2**31), -(2**31) - 1, -(2**31) - 16, -(2**63)]
+    buf = torch.empty(64, dtype=torch.uint8)
+    tensors = []
+    for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.int32, torch.int64):
+        base = torch.empty(32, dtype=dtype)
+        tensors += [base, base[1:], base[8:]]
+    tensors += [buf[0:], buf[1:], buf[16:]]
+    return ints + [True, False, 0.5, 1.0, -0.0, None] + tensors
+
+
+def test_equal_tokens_mean_equal_triton_specializations(fl):
+    values = _sample_values()
+    tokens = [fl.arg_token(v) for v in values]
+    assert None not in tokens
+    for (a, ta), (b, tb) in itertools.combinations(zip(values, tokens), 2):
+        if ta == tb:
+            sa, sb = _triton_specialization(a), _triton_specialization(b)
+            assert sa == sb, f"{a!r} and {b!r} share token {ta!r} but Triton specializes {sa} vs {sb}"
+
+
+def test_token_tracks_what_triton_specializes_on(fl):
+    t = torch.empty(64, dtype=torch.bfloat16)
+    assert fl.arg_token(t) != fl.arg_token(t[1:])  # 16-byte alignment of the pointer
+    assert fl.arg_token(t) != fl.arg_token(t.to(torch.float16))  # dtype
+    assert fl.arg_token(1) != fl.arg_token(2)  # == 1
+    assert fl.arg_token(16) != fl.arg_token(17)  # divisibility by 16
+    assert fl.arg_token(2**31 - 16) != fl.arg_token(2**31 + 16)  # i32 vs i64
+    assert fl.arg_token(2**62 + 16) != fl.arg_token(2**63 + 16)  # i64 vs u64
+    assert fl.arg_token(True) != fl.arg_token(1) and fl.arg_token(1.0) != fl.arg_token(1)
+    assert fl.arg_token(object()) is None
+    np = pytest.importorskip("numpy")
+    assert fl.arg_token(np.int64(16)) is None  # not keyed: the standard path decides
+
+
+def _keyed_launcher(fl):
+    launcher = fl.FastLauncher(object(), environ={})
+    launcher._get_device = lambda: 0
+    launcher._options = lambda: (False, "")
+    return launcher
+
+
+def test_inline_key_agrees_with_arg_token(fl):
+    launcher = _keyed_launcher(fl)
+    values = [v for v in _sample_values() if fl.arg_token(v) is not None]
+    key = launcher.key(tuple(values), {})
+    assert key[2:] == tuple(fl.arg_token(v) for v in values)
+    assert launcher.key((object(),), {}) is None
+
+
+def test_keyword_values_are_keyed_by_type_and_exact_value(fl):
+    launcher = _keyed_launcher(fl)
+    keys = {launcher.key((), {"EVEN": v}) for v in (True, 1, 1.0)}
+    assert len(keys) == 3
+    assert launcher.key((), {"W": 0.0}) != launcher.key((), {"W": -0.0})
+    assert launcher.key((), {"num_warps": 4}) != launcher.key((), {"num_warps": 8})
+    assert launcher.key((), {"num_warps": 4}) != launcher.key((), {"num_warps": 4, "num_stages": 2})
+    # Not keyed (the call takes the standard path): tensors or containers by keyword.
+    assert launcher.key((), {"x_ptr": torch.empty(1)}) is None
+    assert launcher.key((), {"EVEN": [True]}) is None
+
+
+# ---------------------------------------------------------------------------
+# Gate: version, environment switch, interpreter.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["3.6.0", "3.6.1", "3.6.0+git1a2b3c", "3.9.0", "3.9.1"])
+def test_verified_versions_pass_the_gate(fl, version):
+    assert fl.gate({}, version) is None
+
+
+@pytest.mark.parametrize("version", ["3.5.1", "3.7.0", "3.8.0", "3.10.0", "3.60.0", "2.3.1", "4.0.0", "nightly"])
+def test_other_versions_fall_back(fl, version):
+    assert "not a verified version" in fl.gate({}, version)
+
+
+@pytest.mark.parametrize("value", ["0", "false", "off", "no", " OFF "])
+def test_environment_switch_turns_it_off(fl, value):
+    assert fl.ENV_SWITCH == "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
+    assert fl.ENV_SWITCH in fl.gate({fl.ENV_SWITCH: value}, "3.6.0")
+
+
+@pytest.mark.parametrize("value", ["", "1", "yes"])
+def test_environment_switch_default_is_on(fl, value):
+    assert fl.gate({fl.ENV_SWITCH: value}, "3.6.0") is None
+
+
+def test_interpreter_falls_back(fl):
+    assert "TRITON_INTERPRET" in fl.gate({"TRITON_INTERPRET": "1"}, "3.6.0")
+    assert fl.gate({"TRITON_INTERPRET": "0"}, "3.6.0") is None
+
+
+def test_version_parsing(fl):
+    assert fl.triton_version("3.6.0") == (3, 6, 0)
+    assert fl.triton_version("3.6.0+git1a2b") == (3, 6, 0)
+    assert fl.triton_version("3.9") == (3, 9, 0)
+    assert fl.triton_version("3.10.0rc1") == (3, 10, 0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs without a GPU")
+def test_bundled_kernel_under_the_interpreter_uses_the_standard_launch():
+    import os
+
+    from flashinfer_trace_apply import loaders
+
+    import flashinfer_trace_apply as fita
+
+    assert os.environ.get("TRITON_INTERPRET") == "1"  # conftest.py, without a GPU
+    fn = loaders.load(fita.load_solutions(fita.bundled_solutions_path())["rmsnorm_h2048"], "rmsnorm_h2048").fn
+    launcher = fn.__globals__["_RMSNORM_ROWS"]
+    x, w = torch.randn(3, 2048).to(torch.bfloat16), torch.randn(2048).to(torch.bfloat16)
+    for _ in range(3):
+        fn(hidden_states=x, weight=w)
+    assert "TRITON_INTERPRET" in launcher.off
+    assert launcher.fast_calls == 0 and not launcher.ready
+
+
+def test_every_bundled_solution_ships_the_fast_launch_source():
+    import json
+
+    text = SOURCE.read_text()
+    for path in (ROOT / "solutions").rglob("*.json"):
+        sources = {s["path"]: s["content"] for s in json.loads(path.read_text())["sources"]}
+        assert sources.get("_fast_launch.py") == text, path
+
+
+# ---------------------------------------------------------------------------
+# Life of a key, on a stand-in kernel (no GPU needed).
+# ---------------------------------------------------------------------------
+
+
+class FakeCompiled:
+    def __init__(self):
+        self.function = object()
+        self.packed_metadata = (4, 1, 0)
+        self.launches = []
+
+    @property
+    def run(self):
+        return self._run
+
+    def _run(self, *call):
+        self.launches.append(call)
+
+    def launch_metadata(self, grid, stream, *args):
+        return None
+
+
+class FakeJIT:
+    """Standard path keyed by Triton's own specializer, like JITFunction.run."""
+
+    def __init__(self):
+        self.kernel_cache = {}
+        self.device_caches = {0: (self.kernel_cache, {}, None, None, self.binder)}
+        self.pre_run_hooks = []
+        self.used_global_vals = {}
+        self.standard = 0
+        self.swap_compiled = False
+        self.reorder = False
+
+    def binder(self, x_ptr, n, eps, BLOCK, EVEN=True, **options):
+        bound = {"x_ptr": x_ptr, "n": n, "eps": eps, "BLOCK": BLOCK, "EVEN": EVEN}
+        if self.reorder:
+            bound = dict(reversed(list(bound.items())))
+        return bound, None, options
+
+    def __getitem__(self, grid):
+        def standard(*args, **kwargs):
+            bound, _, options = self.binder(*args, **kwargs)
+            key = (tuple(_triton_specialization(bound[k]) for k in ("x_ptr", "n", "eps")),
+                   bound["BLOCK"], repr(bound["EVEN"]), repr(sorted(options.items())))
+            if self.swap_compiled:
+                self.kernel_cache.pop(key, None)
+            compiled = self.kernel_cache.setdefault(key, FakeCompiled())
+            compiled.launches.append(("standard", grid, *bound.values()))
+            self.standard += 1
+            return compiled
+
+        return standard
+
+
+class FakeDriver:
+    stream = 1234
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device):
+        return self.stream
+
+    def get_current_target(self):
+        return types.SimpleNamespace(backend="cuda", arch=90, warp_size=32)
+
+
+@pytest.fixture
+def fake(fl, monkeypatch):
+    monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
+    monkeypatch.setattr(fl, "_driver", FakeDriver)
+    monkeypatch.setattr(fl, "_compiled_kernel_class", lambda: FakeCompiled)
+    kernel = FakeJIT()
+    return kernel, fl.FastLauncher(kernel, environ={})
+
+
+def _call(launcher, x, n=4096, grid=(3,), **kw):
+    return launcher(grid, x, n, 1e-6, BLOCK=4096, num_warps=16, **kw)
+
+
+def test_first_two_calls_are_standard_then_fast(fake):
+    kernel, launcher = fake
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    first = _call(launcher, x)
+    second = _call(launcher, x)
+    assert first is second and kernel.standard == 2 and launcher.fast_calls == 0
+    assert len(launcher.ready) == 1 and launcher.off is None
+    third = _call(launcher, x, grid=(5, 2))
+    assert third is first and kernel.standard == 2 and launcher.fast_calls == 1
+    # Exactly Triton's launch call: grid, stream, function, metadata, no hooks, all args in order.
+    launched = first.launches[-1]
+    assert launched[:9] == (5, 2, 1, FakeDriver.stream, first.function, first.packed_metadata, None, None, None)
+    assert launched[9] is x and launched[10:] == (4096, 1e-6, 4096, True)  # EVEN: its default
+
+
+def test_a_new_specialization_gets_its_own_key(fake):
+    kernel, launcher = fake
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    for _ in range(3):
+        _call(launcher, x)
+    misaligned = torch.empty(4097, dtype=torch.bfloat16)[1:]
+    got = _call(launcher, misaligned)
+    assert kernel.standard == 3  # a new key starts on the standard path
+    assert got is not _call(launcher, x)  # and Triton compiled another kernel for it
+    for n in (1, 17, 2**31):
+        _call(launcher, x, n=n)
+    assert kernel.standard == 6 and launcher.off is None
+
+
+def test_self_check_catches_a_key_coarser_than_triton(fake):
+    kernel, launcher = fake
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    _call(launcher, x)
+    kernel.swap_compiled = True  # Triton hands the same key a different kernel
+    with pytest.warns(RuntimeWarning, match="different compiled kernels"):
+        _call(launcher, x)
+    assert launcher.off and not launcher.ready
+    kernel.swap_compiled = False
+    _call(launcher, x)
+    assert kernel.standard == 3 and launcher.fast_calls == 0
+
+
+def test_self_check_catches_a_different_argument_binding(fake):
+    kernel, launcher = fake
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    kernel.reorder = True
+    _call(launcher, x)
+    with pytest.warns(RuntimeWarning, match="binds the arguments differently"):
+        _call(launcher, x)
+    _call(launcher, x)
+    assert launcher.fast_calls == 0 and kernel.standard == 3
+
+
+def test_self_check_requires_the_kernel_in_tritons_cache(fake):
+    kernel, launcher = fake
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    _call(launcher, x)
+    kernel.device_caches[0] = ({}, {}, None, None, kernel.binder)  # Triton's cache no longer holds it
+    with pytest.warns(RuntimeWarning, match="not in Triton's kernel cache"):
+        _call(launcher, x)
+    _call(launcher, x)
+    assert launcher.fast_calls == 0 and kernel.standard == 3
+
+
+def test_hooks_force_the_standard_path(fake, fl):
+    from triton import knobs
+
+    kernel, launcher = fake
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    for _ in range(3):
+        _call(launcher, x)
+    assert launcher.fast_calls == 1
+    kernel.pre_run_hooks.append(lambda *a, **k: None)
+    _call(launcher, x)
+    assert launcher.fast_calls == 1 and kernel.standard == 3
+    kernel.pre_run_hooks.clear()
+    seen = []
+    hook = seen.append
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        _call(launcher, x)
+        assert launcher.fast_calls == 1 and kernel.standard == 4
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    _call(launcher, x)
+    assert launcher.fast_calls == 2
+
+
+def test_unkeyable_arguments_and_callable_grids_take_the_standard_path(fake):
+    kernel, launcher = fake
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    for _ in range(3):
+        launcher((3,), x, 4096, 1e-6, BLOCK=4096, EVEN=(True,))  # a tuple by keyword is not keyed
+    class Width(int):
+        pass
+
+    for _ in range(3):
+        launcher((3,), x, Width(4096), 1e-6, BLOCK=4096)  # an int subclass is not keyed
+    for _ in range(3):
+        launcher(lambda meta: (3,), x, 4096, 1e-6, BLOCK=4096)
+    assert launcher.fast_calls == 0 and kernel.standard == 9 and launcher.off is None
+
+
+def test_switched_off_launcher_never_keys(fl, monkeypatch):
+    monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
+    monkeypatch.setattr(fl, "_driver", FakeDriver)
+    monkeypatch.setattr(fl, "_compiled_kernel_class", lambda: FakeCompiled)
+    kernel = FakeJIT()
+    launcher = fl.FastLauncher(kernel, environ={fl.ENV_SWITCH: "0"})
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    for _ in range(4):
+        _call(launcher, x)
+    assert kernel.standard == 4 and launcher.fast_calls == 0 and fl.ENV_SWITCH in launcher.off
+
+
+def test_a_non_jit_kernel_is_launched_the_standard_way(fl):
+    calls = []
+
+    class Interpreted:
+        def __getitem__(self, grid):
+            return lambda *a, **k: calls.append((grid, a, k))
+
+    launcher = fl.FastLauncher(Interpreted(), environ={})
+    for _ in range(3):
+        launcher((2,), 1, 2, BLOCK=4)
+    assert len(calls) == 3 and "JITFunction" in launcher.off
+
+
+def test_launch_and_launcher_share_one_launcher_per_kernel(fl):
+    class K:
+        def __getitem__(self, grid):
+            return lambda *a, **k: grid
+
+    k = K()
+    assert fl.launcher(k) is fl.launcher(k)
+    assert fl.launch(k, (7,)) == (7,)
+
+
+# ---------------------------------------------------------------------------
+# GPU: the bundled kernels, fast vs standard.
+# ---------------------------------------------------------------------------
+
+
+def _bundled(definition):
+    import flashinfer_trace_apply as fita
+    from flashinfer_trace_apply import loaders
+
+    return loaders.load(fita.load_solutions(fita.bundled_solutions_path())[definition], definition).fn
+
+
+_LAUNCHER_NAMES = {"norm": "_RMSNORM_ROWS", "act": "_ACT_AND_MUL_ROWS", "rope": "_ROPE_INPLACE"}
+
+
+def _launcher_of(fn):
+    return next(fn.__globals__[name] for name in _LAUNCHER_NAMES.values() if name in fn.__globals__)
+
+
+class _Forced:
+    """Within the block, the launcher takes the standard path."""
+
+    def __init__(self, launcher):
+        self.launcher = launcher
+
+    def __enter__(self):
+        self.saved = (self.launcher.off, self.launcher._decided)
+        self.launcher._decided, self.launcher.off = True, "forced standard (test)"
+        return self.launcher
+
+    def __exit__(self, *exc):
+        self.launcher.off, self.launcher._decided = self.saved
+
+
+def _cases(definition, batch, dtype):
+    """(kwargs factory) for one call of the bundled solution; fresh inputs each time."""
+    gen = torch.Generator(device="cuda").manual_seed(batch)
+    n = int(definition.rsplit("_", 1)[1][1:])
+
+    def rand(*shape, dt=dtype):
+        return torch.randn(*shape, device="cuda", generator=gen).to(dt)
+
+    if definition.startswith("fused_add") or definition.startswith("gemma_fused"):
+        x, r, w = rand(batch, n), rand(batch, n), rand(n)
+        return lambda: dict(hidden_states=x.clone(), residual=r.clone(), weight=w, eps=1e-6)
+    if "rmsnorm" in definition:
+        x, w = rand(batch, n), rand(n)
+        return lambda: dict(hidden_states=x, weight=w, eps=1e-6)
+    if "and_mul" in definition:
+        x = rand(batch, n)
+        return lambda: dict(input=x)
+    positions = torch.randint(0, 64, (batch,), device="cuda", generator=gen)
+    q, k, cache = rand(batch, 4 * n), rand(batch, 2 * n), rand(64, n, dt=torch.float32)
+    return lambda: dict(positions=positions, query=q.clone(), key=k.clone(), head_size=n, cos_sin_cache=cache)
+
+
+def _flat(result):
+    return [t for t in (result if isinstance(result, tuple) else (result,))]
+
+
+GPU_DEFINITIONS = ["rmsnorm_h4096", "fused_add_rmsnorm_h4096", "gemma_rmsnorm_h2304", "gemma_fused_add_rmsnorm_h1152",
+                   "silu_and_mul_h28672", "gelu_and_mul_h18432", "gelu_tanh_and_mul_h13824",
+                   "rope_cos_sin_cache_inplace_d128", "rope_cos_sin_cache_inplace_d64"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("definition", GPU_DEFINITIONS)
+def test_fast_and_standard_launch_agree_bit_for_bit(definition, dtype):
+    fn = _bundled(definition)
+    launcher = _launcher_of(fn)
+    for batch in (1, 3, 127):
+        make = _cases(definition, batch, dtype)
+        with _Forced(launcher):
+            want = [t.clone() for t in _flat(fn(**make()))]
+        before = launcher.fast_calls
+        for _ in range(3):  # standard, standard + self-check, fast
+            got = _flat(fn(**make()))
+            for g, w in zip(got, want):
+                assert torch.equal(g, w), f"{definition} {dtype} batch={batch}"
+        assert launcher.off is None, launcher.off
+        assert launcher.fast_calls > before, f"{definition}: the fast path was not taken"
+    torch.cuda.synchronize()
+
+
+@pytest.mark.gpu
+def test_fast_launches_come_from_tritons_own_cache_and_honour_alignment():
+    import triton
+
+    fn = _bundled("rmsnorm_h4096")
+    launcher = _launcher_of(fn)
+    w = torch.randn(4096, device="cuda").to(torch.bfloat16)
+    buf = torch.randn(2 * 4096 + 8, device="cuda").to(torch.bfloat16)
+    aligned, misaligned = buf[:4096].view(1, 4096), buf[1:4097].view(1, 4096)
+    assert misaligned.data_ptr() % 16 != 0
+    for x in (aligned, misaligned):
+        for _ in range(3):
+            y = fn(hidden_states=x, weight=w, eps=1e-6)
+            xf = x.float()
+            ref = (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + 1e-6) * w.float()).to(x.dtype)
+            assert (y.float() - ref.float()).abs().max() <= 0.02
+    device = torch.cuda.current_device()
+    cache = launcher.kernel.device_caches[device][0]
+    compiled = [entry[0] for entry in launcher.ready.values()]
+    assert len({id(c) for c in compiled}) >= 2  # the misaligned pointer got its own compiled kernel
+    for c in compiled:
+        assert any(c is v for v in cache.values())
+        assert isinstance(c, triton.compiler.CompiledKernel)
+
+
+@pytest.mark.gpu
+def test_a_registered_launch_hook_sees_every_launch():
+    from triton import knobs
+
+    fn = _bundled("rmsnorm_h4096")
+    launcher = _launcher_of(fn)
+    x, w = torch.randn(1, 4096, device="cuda").to(torch.bfloat16), torch.randn(4096, device="cuda").to(torch.bfloat16)
+    for _ in range(3):
+        fn(hidden_states=x, weight=w)
+    seen = []
+    hook = seen.append
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        before = launcher.fast_calls
+        for _ in range(3):
+            fn(hidden_states=x, weight=w)
+        assert len(seen) == 3 and launcher.fast_calls == before
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    fn(hidden_states=x, weight=w)
+    assert launcher.fast_calls == before + 1
+
+
+def _per_call_us(call, n=2000, repeats=7):
+    for _ in range(50):
+        call()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            call()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(times)
+
+
+@pytest.mark.gpu
+def test_eager_timing_table_rmsnorm_h4096_batch1():
+    """Prints per-call wall time (launch included) at batch 1, bf16; run with -s."""
+    import flashinfer
+    import triton
+
+    import flashinfer_trace_apply as fita
+
+    fn = _bundled("rmsnorm_h4096")
+    launcher = _launcher_of(fn)
+    x = torch.randn(1, 4096, device="cuda").to(torch.bfloat16)
+    w = torch.randn(4096, device="cuda").to(torch.bfloat16)
+    out = torch.empty_like(x)
+    rows = {}
+    rows["flashinfer.rmsnorm (original)"] = _per_call_us(lambda: flashinfer.rmsnorm(x, w, eps=1e-6, out=out))
+    rows["solution, fast launch"] = _per_call_us(lambda: fn(hidden_states=x, weight=w, eps=1e-6, out=out))
+    with _Forced(launcher):
+        rows["solution, standard launch"] = _per_call_us(lambda: fn(hidden_states=x, weight=w, eps=1e-6, out=out))
+    fita.enable_apply({"rmsnorm_h4096": fita.load_solutions(fita.bundled_solutions_path())["rmsnorm_h4096"]})
+    try:
+        rows["flashinfer.rmsnorm routed (fast launch)"] = _per_call_us(lambda: flashinfer.rmsnorm(x, w, eps=1e-6, out=out))
+        stats = fita.stats()
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fita.disable_apply()
+    print(f"\neager wall time per call, rmsnorm_h4096 bf16 batch 1, {torch.cuda.get_device_name()}, "
+          f"triton {triton.__version__}, torch {torch.__version__}")
+    print(f"{'path':44s} {'us/call':>8s}")
+    for name, us in rows.items():
+        print(f"{name:44s} {us:8.2f}")
+    print(f"routed stats: {stats.get('flashinfer.norm.rmsnorm')}")
+    assert launcher.off is None and launcher.fast_calls > 0
+    assert rows["solution, fast launch"] < rows["solution, standard launch"]
