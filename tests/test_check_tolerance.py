@@ -1,0 +1,22 @@
+"""check's bar: the template's own check with one ulp of the output dtype
+forgiven per value, never more."""
+
+from __future__ import annotations
+
+import torch
+
+from flashinfer_trace_apply.check import _forgive_one_ulp
+
+
+def test_one_ulp_is_forgiven_across_a_binade_boundary():
+    ref = torch.tensor([0.25, 8.0, 4.0], dtype=torch.bfloat16)
+    one_below = torch.tensor([0.25 - 2**-10, 8.0 - 2**-5, 4.0 + 2**-5], dtype=torch.bfloat16)
+    assert torch.equal(_forgive_one_ulp([ref], [one_below])[0], ref)
+
+
+def test_two_ulps_are_not_forgiven():
+    ref = torch.tensor([1.0, 3.0], dtype=torch.float16)
+    two_off = torch.tensor([1.0 + 2 * 2**-10, 3.0 - 2 * 2**-9], dtype=torch.float16)
+    moved = _forgive_one_ulp([ref], [two_off])[0]
+    assert not torch.equal(moved, ref)
+    assert torch.all((moved.float() - ref.float()).abs() > 0)
