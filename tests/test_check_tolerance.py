@@ -20,3 +20,12 @@ def test_two_ulps_are_not_forgiven():
     moved = _forgive_one_ulp([ref], [two_off])[0]
     assert not torch.equal(moved, ref)
     assert torch.all((moved.float() - ref.float()).abs() > 0)
+
+
+def test_ulp_distance_measures_against_the_larger_magnitude():
+    from flashinfer_trace_apply.check import _ulp_distance
+
+    ref = torch.tensor([0.25, 1.0], dtype=torch.bfloat16)
+    # One step below 0.25 is half an ulp of 0.25's binade.
+    assert _ulp_distance([ref], [torch.tensor([0.25 - 2**-10, 1.0], dtype=torch.bfloat16)]) == 0.5
+    assert _ulp_distance([ref], [torch.tensor([0.25, 1.0 + 2 * 2**-7], dtype=torch.bfloat16)]) == 2.0
