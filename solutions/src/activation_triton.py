@@ -24,6 +24,7 @@ import triton
 # Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
 # Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
+from _rows import row_layout
 from _fast_launch import FastLauncher
 
 SILU, GELU, GELU_TANH = 0, 1, 2
@@ -62,25 +63,6 @@ def _act_and_mul_rows(
 _ACT_AND_MUL_ROWS = FastLauncher(_act_and_mul_rows)
 
 
-def _layout(t):
-    """(outer stride, inner count, inner stride) addressing the rows of
-    ``t`` in place, or None when they cannot be addressed that way."""
-    if t.stride(-1) != 1:
-        return None
-    nd = t.dim()
-    if nd == 2:
-        return t.stride(0), 1, 0
-    if nd == 3:
-        return t.stride(0), t.shape[1], t.stride(1)
-    if nd == 1:
-        return 0, 1, 0
-    try:
-        flat = t.view(-1, t.shape[-2], t.shape[-1])
-    except RuntimeError:
-        return None
-    return flat.stride(0), flat.shape[1], flat.stride(1)
-
-
 def _tile(rows, d):
     """(BLOCK, num_warps): 8 elements a thread; wider tiles once there are
     enough rows to fill the GPU, narrower ones for a few tokens."""
@@ -99,10 +81,10 @@ def _act_and_mul(x, act, out=None):
     rows = out.numel() // d if d else 0
     if rows == 0:
         return out
-    layout = _layout(x)
+    layout = row_layout(x)
     if layout is None:
         x = x.contiguous()
-        layout = _layout(x)
+        layout = row_layout(x)
     block, warps = _tile(rows, d)
     _ACT_AND_MUL_ROWS(
         (rows, triton.cdiv(d, block)),

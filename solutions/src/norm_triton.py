@@ -27,6 +27,7 @@ import triton
 # Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
 # Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
+from _rows import row_layout
 from _fast_launch import FastLauncher
 
 
@@ -68,25 +69,6 @@ def _rmsnorm_rows(
 _RMSNORM_ROWS = FastLauncher(_rmsnorm_rows)
 
 
-def _layout(t):
-    """(outer stride, inner count, inner stride) addressing the rows of ``t``
-    in place, or None when its rows cannot be addressed that way."""
-    if t.stride(-1) != 1 and t.shape[-1] != 1:
-        return None
-    nd = t.dim()
-    if nd == 2:
-        return t.stride(0), 1, 0
-    if nd == 3:
-        return t.stride(0), t.shape[1], t.stride(1)
-    if nd == 1:
-        return 0, 1, 0
-    try:
-        flat = t.view(-1, t.shape[-2], t.shape[-1])
-    except RuntimeError:
-        return None
-    return flat.stride(0), flat.shape[1], flat.stride(1)
-
-
 def _launch(x, residual, weight, y, eps, w_offset):
     n = x.shape[-1]
     rows = x.numel() // n if n else 0
@@ -94,8 +76,8 @@ def _launch(x, residual, weight, y, eps, w_offset):
         return
     if weight.stride(0) != 1:
         weight = weight.contiguous()
-    xl, yl = _layout(x), _layout(y)
-    rl = _layout(residual) if residual is not None else (0, 1, 0)
+    xl, yl = row_layout(x), row_layout(y)
+    rl = row_layout(residual) if residual is not None else (0, 1, 0)
     if xl is None or yl is None or rl is None or xl[1] != yl[1] or xl[1] != rl[1]:
         # Rows not addressable by (outer, inner) strides: work on contiguous
         # copies and write the results back into the caller's tensors.
