@@ -31,7 +31,6 @@ class _Session:
     names: List[str] = field(default_factory=list)
     fired: Set[str] = field(default_factory=set)
     board: StatsBoard = field(default_factory=StatsBoard)
-    routes: List[Any] = field(default_factory=list)
 
 
 _lock = threading.RLock()
@@ -189,7 +188,6 @@ def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[st
             plan = vars(spec.owner).get("plan")
             if callable(plan):
                 session.patches.replace(spec.owner, "plan", plan, recorder.wrap_plan(plan))
-        session.routes.append(route)
     builtin_guard.take_over(session.patches)
     if problems:
         warn("some registered definitions cannot be routed: " + "; ".join(problems))

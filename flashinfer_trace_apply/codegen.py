@@ -48,8 +48,6 @@ class CallShape:
             text = p.name
             if with_defaults and p.default is not _P.empty:
                 text += f"={PREFIX}dflt[{p.name!r}]"
-            elif p.kind is _P.KEYWORD_ONLY and not with_defaults:
-                pass
             out.append(text)
             nxt = self.parameters[i + 1] if i + 1 < len(self.parameters) else None
             if p.kind is _P.POSITIONAL_ONLY and (nxt is None or nxt.kind is not _P.POSITIONAL_ONLY):
@@ -75,12 +73,6 @@ class CallShape:
             p.name == name and p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
             for p in self.parameters
         )
-
-    def var_keyword(self) -> str | None:
-        for p in self.parameters:
-            if p.kind is _P.VAR_KEYWORD:
-                return p.name
-        return None
 
 
 def compile_function(name: str, source: str, namespace: Dict[str, Any], filename: str) -> Callable:

@@ -339,9 +339,6 @@ class ApiRoute:
                     self.cache[key] = entry
         return self.entries.index(entry)
 
-    def resolve(self, key: Any) -> Callable:
-        return self.entries[self.resolve_index(key)]
-
     def _build_entry(self, key: Any) -> Callable:
         route, values, dtypes = self._split(key)
         if route is None or route.unroutable:

@@ -12,7 +12,7 @@ import inspect
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,3 @@ def make_reader(recorder: PlanRecorder, key: str, spec: PlanInput) -> Callable[[
 
     read.__name__ = f"plan_input_{key}"
     return read
-
-
-def plan_param_names() -> Tuple[str, ...]:
-    return tuple(sorted({k for table in PLAN_INPUTS.values() for k in table}))
