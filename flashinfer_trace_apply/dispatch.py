@@ -154,8 +154,25 @@ class ApiRoute:
                 problems.append(f"{self.spec.fi_api}: {route.unroutable}; not routed: {hits}")
             else:
                 ok.extend(hits)
+                problems.extend(self._constraints_on_unknown_axes(route, hits))
         self.with_dtypes = any(self.context.rules.get(n) and self.context.rules[n].dtypes for n in ok)
         return ok, problems
+
+    def _constraints_on_unknown_axes(self, route: TemplateRoute, names: List[str]) -> List[str]:
+        """A definition constraint over an axis FlashInfer's template does not
+        have can never hold: every call would fall back. Say so at enable."""
+        known = set(route.template.axes)
+        problems = []
+        for name in names:
+            rules = self.context.rules.get(name)
+            for c in (rules.const_constraints + rules.call_constraints) if rules else []:
+                unknown = [a for a in c.axes if a not in known]
+                if unknown:
+                    problems.append(
+                        f"{name}: constraint {c.text!r} reads {unknown}, which {self.spec.fi_api}'s template "
+                        "has no axis for; it cannot hold, so these calls run the original"
+                    )
+        return problems
 
     # -- generated code --------------------------------------------------
     def _tensor_base(self, param: str, tuple_idx: Optional[int], memo: Dict[Tuple[str, int], str]) -> str:

@@ -435,3 +435,10 @@ def test_an_api_with_writes_its_template_does_not_declare_is_not_routed():
     name = "rope_quantize_fp8_append_paged_kv_cache_h8_kv2_rope64_ps16"
     with pytest.warns(TraceApplyWarning, match=r"writes 'paged_kv_cache'.*not routed"):
         assert fita.enable_apply({name: lambda **_: None}) == 0
+
+
+def test_a_constraint_over_an_axis_the_template_lacks_is_reported_at_enable():
+    definition = _rmsnorm_definition(constraints=["hidden_size == 2 * hidden_div_2"])
+    definition["axes"]["hidden_div_2"] = {"type": "const", "value": 32}
+    with pytest.warns(TraceApplyWarning, match=r"reads \['hidden_div_2'\].*cannot hold"):
+        fita.enable_apply({"rmsnorm_h64": lambda hidden_states, weight: hidden_states}, definitions={"rmsnorm_h64": definition})
