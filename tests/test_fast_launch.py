@@ -402,6 +402,175 @@ def test_launch_and_launcher_share_one_launcher_per_kernel(fl):
 
 
 # ---------------------------------------------------------------------------
+# Launch sites: fixed constexprs, runtime arguments keyed by declared kind.
+# ---------------------------------------------------------------------------
+
+
+def _site_call(site, x, n=4096, grid=(3, 1), eps=1e-6):
+    return site(grid[0], grid[1], x, n, eps)
+
+
+def test_site_keys_refine_tritons_specialization(fl):
+    """Two calls with equal site keys get the same Triton specialization."""
+    site = _keyed_launcher(fl).site("pif", BLOCK=4096)
+    values = _sample_values()
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    ints = [v for v in values if v.__class__ is int]
+    seen = {}
+    for t in tensors:
+        for n in ints:
+            key = site._key((t, n, 0.5))
+            spec = (_triton_specialization(t), _triton_specialization(n))
+            assert seen.setdefault(key, spec) == spec, (t, n)
+    assert site._key((tensors[0], 16, 0.5)) != site._key((tensors[0], 16, 1))  # float vs int
+
+
+def test_site_launch_function_keys_as_its_slow_path_twin(fake):
+    """The generated launch function and ``_key`` build the same key."""
+    kernel, launcher = fake
+    site = launcher.site("pif", BLOCK=4096)
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    for _ in range(2):
+        site(3, 1, x, 4096, 1e-6)
+    assert list(site.ready) == [site._key((x, 4096, 1e-6))]
+    assert site._key((x, 4096, 1e-6)) != site._key((x[1:], 4096, 1e-6))  # alignment
+    assert site._key((x, 4096, 1e-6)) != site._key((x.float(), 4096, 1e-6))  # dtype
+    assert site._key((x, 4096, 1e-6)) != site._key((x, 4097, 1e-6))  # value
+
+
+def test_site_signature_and_fixed_values_are_checked(fl):
+    launcher = fl.FastLauncher(object(), environ={})
+    with pytest.raises(ValueError, match="signature"):
+        launcher.site("pxq")
+    with pytest.raises(TypeError, match="BLOCK"):
+        launcher.site("p", BLOCK=[4096])
+
+
+def test_site_first_two_calls_are_standard_then_direct(fake):
+    kernel, launcher = fake
+    site = launcher.site("pif", BLOCK=4096, num_warps=16)
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    _site_call(site, x)
+    _site_call(site, x)
+    assert kernel.standard == 2 and launcher.fast_calls == 0 and len(site.ready) == 1
+    (compiled,) = [c for c in kernel.kernel_cache.values()]
+    _site_call(site, x, grid=(5, 2))
+    assert kernel.standard == 2 and site.fast_calls == 1 and launcher.fast_calls == 1
+    launched = compiled.launches[-1]
+    assert launched[:9] == (5, 2, 1, FakeDriver.stream, compiled.function, compiled.packed_metadata, None, None, None)
+    assert launched[9] is x and launched[10:] == (4096, 1e-6, 4096, True)  # fixed BLOCK, then EVEN's default
+    # A new specialization (misaligned pointer) starts over on the standard path.
+    _site_call(site, torch.empty(4097, dtype=torch.bfloat16)[1:])
+    assert kernel.standard == 3
+
+
+class CudaLauncher:
+    """Stand-in named like Triton's launcher: its C ``launch`` is a plain callable."""
+
+    def __init__(self, scratch=0):
+        self.global_scratch_size = scratch
+        self.profile_scratch_size = 0
+        self.launch_cooperative_grid = False
+        self.launch_pdl = False
+        self.direct = []
+        self.launch = _Recorder(self.direct)
+        self.wrapped = []
+
+    def __call__(self, *call):
+        self.wrapped.append(call)
+
+
+class _Recorder:
+    def __init__(self, into):
+        self.into = into
+
+    def __call__(self, *call):
+        self.into.append(call)
+
+
+@pytest.mark.parametrize("scratch", [0, 256])
+def test_site_calls_the_c_launch_directly_only_on_a_verified_triton_without_scratch(fake, fl, monkeypatch, scratch):
+    kernel, launcher = fake
+    monkeypatch.setattr(fl, "DIRECT_C_LAUNCH", (fl.triton_version()[:2],))
+    site = launcher.site("pif", BLOCK=4096)
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    _site_call(site, x)
+    (compiled,) = kernel.kernel_cache.values()
+    run = CudaLauncher(scratch)
+    compiled._run = run
+    _site_call(site, x)
+    _site_call(site, x, grid=(7, 1))
+    tail = (x, 4096, 1e-6, 4096, True)
+    if scratch:
+        assert run.direct == [] and run.wrapped == [(7, 1, 1, FakeDriver.stream, compiled.function,
+                                                     compiled.packed_metadata, None, None, None, *tail)]
+    else:
+        # CudaLauncher.__call__ of triton 3.6 with no scratch: launch(grid, stream, function,
+        # cooperative, pdl, None, None, metadata, launch_metadata, enter, exit, *args),
+        # the tensor as its device pointer
+        assert run.wrapped == [] and run.direct == [(7, 1, 1, FakeDriver.stream, compiled.function, False, False,
+                                                     None, None, compiled.packed_metadata, None, None, None,
+                                                     x.data_ptr(), *tail[1:])]
+
+
+def test_site_uses_the_launcher_object_on_an_unverified_triton(fake, fl, monkeypatch):
+    kernel, launcher = fake
+    monkeypatch.setattr(fl, "DIRECT_C_LAUNCH", ())
+    site = launcher.site("pif", BLOCK=4096)
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    _site_call(site, x)
+    (compiled,) = kernel.kernel_cache.values()
+    run = compiled._run = CudaLauncher()
+    for _ in range(2):
+        _site_call(site, x)
+    assert run.direct == [] and len(run.wrapped) == 1
+
+
+def test_site_argument_of_the_wrong_kind_turns_the_fast_path_off(fake):
+    kernel, launcher = fake
+    site = launcher.site("pif", BLOCK=4096)
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    site(3, 1, x, 4096, 1)  # an int in the float slot
+    with pytest.warns(RuntimeWarning, match="kinds 'pif'"):
+        site(3, 1, x, 4096, 1)
+    site(3, 1, x, 4096, 1e-6)
+    assert launcher.off and launcher.fast_calls == 0 and kernel.standard == 3
+
+
+def test_site_unkeyable_call_and_hooks_take_the_standard_path(fake):
+    from triton import knobs
+
+    kernel, launcher = fake
+    site = launcher.site("pif", BLOCK=4096)
+    for _ in range(3):
+        site(3, 1, None, 4096, 1e-6)  # None in a tensor slot: no key, no harm
+    assert kernel.standard == 3 and launcher.off is None and not site.ready
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    for _ in range(3):
+        _site_call(site, x)
+    assert site.fast_calls == 1
+    hook = [].append
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        _site_call(site, x)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    kernel.pre_run_hooks.append(lambda *a, **k: None)
+    _site_call(site, x)
+    assert site.fast_calls == 1 and kernel.standard == 7
+
+
+def test_site_of_a_switched_off_launcher_launches_the_standard_way(fl, monkeypatch):
+    monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
+    monkeypatch.setattr(fl, "_driver", FakeDriver)
+    kernel = FakeJIT()
+    site = fl.FastLauncher(kernel, environ={fl.ENV_SWITCH: "off"}).site("pif", BLOCK=4096)
+    for _ in range(4):
+        _site_call(site, torch.empty(4096, dtype=torch.bfloat16))
+    assert kernel.standard == 4 and site.fast_calls == 0 and not site.ready
+
+
+# ---------------------------------------------------------------------------
 # GPU: the bundled kernels, fast vs standard.
 # ---------------------------------------------------------------------------
 
@@ -427,12 +596,16 @@ class _Forced:
         self.launcher = launcher
 
     def __enter__(self):
-        self.saved = (self.launcher.off, self.launcher._decided)
+        self.saved = (self.launcher.off, self.launcher._decided, [(site, site.launch) for site in self.launcher._sites])
         self.launcher._decided, self.launcher.off = True, "forced standard (test)"
+        for site in self.launcher._sites:
+            site.launch = site._launch_slow
         return self.launcher
 
     def __exit__(self, *exc):
-        self.launcher.off, self.launcher._decided = self.saved
+        self.launcher.off, self.launcher._decided, launches = self.saved
+        for site, launch in launches:
+            site.launch = launch
 
 
 def _cases(definition, batch, dtype):
@@ -504,11 +677,15 @@ def test_fast_launches_come_from_tritons_own_cache_and_honour_alignment():
             assert (y.float() - ref.float()).abs().max() <= 0.02
     device = torch.cuda.current_device()
     cache = launcher.kernel.device_caches[device][0]
-    compiled = [entry[0] for entry in launcher.ready.values()]
-    assert len({id(c) for c in compiled}) >= 2  # the misaligned pointer got its own compiled kernel
-    for c in compiled:
-        assert any(c is v for v in cache.values())
-        assert isinstance(c, triton.compiler.CompiledKernel)
+    entries = [entry for site in launcher._sites for entry in site.ready.values()]
+    functions = {entry[1] for entry in entries}
+    assert len(functions) >= 2  # the misaligned pointer got its own compiled kernel
+    for entry in entries:
+        (compiled,) = [c for c in cache.values() if c.function == entry[1]]
+        assert isinstance(compiled, triton.compiler.CompiledKernel)
+        assert entry[2] == compiled.packed_metadata and entry[-1] == device
+        if entry[3] is not None:  # the C launch function of the kernel's own launcher
+            assert triton.__version__.startswith("3.6") and entry[0] is compiled.run.launch
 
 
 @pytest.mark.gpu

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 import warnings
 
 import torch
@@ -61,6 +62,7 @@ __all__ = [
     "ENV_SWITCH",
     "VERIFIED_TRITON",
     "FastLauncher",
+    "LaunchSite",
     "arg_token",
     "gate",
     "launch",
@@ -72,6 +74,11 @@ ENV_SWITCH = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
 # (major, minor) of the Triton releases whose JITFunction.run and
 # CompiledKernel.run / CudaLauncher.__call__ were read: 3.6.0 and 3.9.0.
 VERIFIED_TRITON = ((3, 6), (3, 9))
+# Releases whose CudaLauncher.__call__ (3.6: scratch allocation, then
+# ``launch(grid, stream, function, cooperative, pdl, global_scratch,
+# profile_scratch, metadata, launch_metadata, enter_hook, exit_hook, *args)``)
+# was read and whose direct C launch was run on a GPU against it.
+DIRECT_C_LAUNCH = ((3, 6),)
 # Keys kept per kernel; past this, new keys just take the standard path.
 MAX_KEYS = 256
 
@@ -157,38 +164,51 @@ def _driver():
     return driver.active
 
 
+def _device_reader(driver):
+    """The driver's current-device function, or torch's C getter behind it:
+    Triton's CUDA driver uses ``torch.cuda.current_device``, whose Python
+    layer only makes sure CUDA is initialized: used once a key has been
+    validated (two standard launches came first, so CUDA is initialized)."""
+    reader = driver.get_current_device
+    getter = getattr(torch._C, "_cuda_getDevice", None)
+    if reader is getattr(torch.cuda, "current_device", None) and getter is not None:
+        return getter
+    return reader
+
+
 def _compiled_kernel_class():
     from triton.compiler import CompiledKernel
 
     return CompiledKernel
 
 
-def _knob_readers():
-    """Functions reading Triton's per-call hook and option state, bound to
-    the knobs object of the running Triton."""
+def _knob_expressions():
+    """(namespace, hooks-idle expression, options expression): Python
+    expressions over the running Triton's knobs, compiled into the readers
+    below and into every LaunchSite's launch function (one source of truth).
+
+    Idle: no launch enter/exit hook (None, or Triton's empty HookChain) and
+    no stages-inspection hook. Options: the knobs Triton folds into a
+    kernel's compile options on every call."""
     from triton import knobs
 
-    runtime, compilation = knobs.runtime, knobs.compilation
-    hook_chain = getattr(knobs, "HookChain", None)
-    has_fpsan = triton_version()[:2] >= (3, 9)
+    namespace = {"_rt": knobs.runtime, "_comp": knobs.compilation, "_Chain": getattr(knobs, "HookChain", None)}
+    idle = " and ".join(
+        [f"({h} is None or ({h}.__class__ is _Chain and not {h}.calls))"
+         for h in ("_rt.launch_enter_hook", "_rt.launch_exit_hook")]
+        + ["getattr(_rt, 'add_stages_inspection_hook', None) is None"]
+    )
+    options = "_rt.debug, _comp.instrumentation_mode"
+    if triton_version()[:2] >= (3, 9):
+        options += ", _comp.fpsan_homomorphic_casts"
+    return namespace, f"({idle})", f"({options})"
 
-    def hooks_idle() -> bool:
-        for hook in (runtime.launch_enter_hook, runtime.launch_exit_hook):
-            if hook is None:
-                continue
-            if hook_chain is not None and hook.__class__ is hook_chain and not hook.calls:
-                continue
-            return False
-        return getattr(runtime, "add_stages_inspection_hook", None) is None
 
-    if has_fpsan:
-        def options():
-            return (runtime.debug, compilation.instrumentation_mode, compilation.fpsan_homomorphic_casts)
-    else:
-        def options():
-            return (runtime.debug, compilation.instrumentation_mode)
-
-    return hooks_idle, options
+def _knob_readers():
+    """``(hooks_idle(), options())`` for the running Triton (see _knob_expressions)."""
+    namespace, idle, options = _knob_expressions()
+    scope = dict(namespace)
+    return eval(f"lambda: {idle}", scope), eval(f"lambda: {options}", scope)  # noqa: S307 - fixed text above
 
 
 class FastLauncher:
@@ -204,6 +224,8 @@ class FastLauncher:
         self.kernel = kernel
         self._environ = environ
         self._lock = threading.Lock()
+        self._sites = []
+        self._own_fast_calls = 0
         self.reset()
 
     def reset(self) -> None:
@@ -212,8 +234,15 @@ class FastLauncher:
         self._decided = False
         self.pending = {}
         self.ready = {}
-        self.fast_calls = 0
+        self._own_fast_calls = 0
         self.standard_calls = 0
+        for site in self._sites:
+            site.forget()
+
+    @property
+    def fast_calls(self) -> int:
+        """Calls launched directly, by this launcher and its sites."""
+        return self._own_fast_calls + sum(site.fast_calls for site in self._sites)
 
     # -- the gate -----------------------------------------------------------
 
@@ -237,6 +266,8 @@ class FastLauncher:
         self.off = reason
         self.ready = {}
         self.pending = {}
+        for site in self._sites:
+            site.forget()
         name = getattr(getattr(self.kernel, "fn", None), "__name__", repr(self.kernel))
         warnings.warn(
             f"flashinfer_trace_apply: Triton fast launch off for {name}: {reason}; using the standard launch",
@@ -302,7 +333,7 @@ class FastLauncher:
             self._get_stream(key[0]), compiled.function, compiled.packed_metadata, None, None, None,
             *args, *[get(name, default) for name, default in tail],
         )
-        self.fast_calls += 1
+        self._own_fast_calls += 1
         return compiled
 
     def _standard(self, grid, args, kwargs):
@@ -375,6 +406,226 @@ class FastLauncher:
         if metadata is not None and getattr(metadata, "extras", None):
             return "the kernel computes launch metadata", None
         return None, tail
+
+
+    # -- launch sites ---------------------------------------------------------
+
+    def site(self, signature: str, **fixed) -> "LaunchSite":
+        """A LaunchSite for calls that always pass ``fixed`` (constexprs and
+        options) by keyword and runtime arguments of the kinds in ``signature``."""
+        site = LaunchSite(self, signature, fixed)
+        self._sites.append(site)
+        return site
+
+
+# Kinds of runtime arguments a LaunchSite keys (see LaunchSite).
+_SLOT_KINDS = "pif"
+
+
+def _slot_kinds_agree(signature: str, args) -> bool:
+    """Every argument is of its slot's kind (checked when a key is validated;
+    the per-call key trusts the caller for int slots, see LaunchSite)."""
+    if len(args) != len(signature):
+        return False
+    for kind, a in zip(signature, args):
+        if kind == "p" and not isinstance(a, _Tensor):
+            return False
+        if kind == "i" and a.__class__ is not int:
+            return False
+        if kind == "f" and a.__class__ is not float:
+            return False
+    return True
+
+
+def _site_source(signature: str, idle: str, options: str) -> str:
+    """Source of a site's launch function for ``signature``, used once a key
+    has been validated: one frame that keys the call, checks that no hook
+    wants to see it (``idle``) and calls the launcher of the validated
+    specialization, or hands the call to ``_slow``."""
+    names = [f"a{i}" for i in range(len(signature))]
+    pointers, key, direct = [], ["_device()", options], []
+    for name, kind in zip(names, signature):
+        if kind == "p":
+            # What Triton specializes a pointer on (dtype, 16-byte alignment),
+            # and the tensor's device: a CPU tensor (-1) never gets a
+            # validated key, as Triton's launcher refuses it.
+            pointers.append(f"        p{name} = {name}.data_ptr()")
+            key += [f"{name}.dtype", f"p{name} & 15", f"{name}.get_device()"]
+            direct.append(f"p{name}")
+        elif kind == "i":
+            key.append(name)  # the value: finer than Triton's (== 1, % 16, width)
+            direct.append(name)
+        else:
+            key.append(f"{name}.__class__")  # a float is specialized by type only
+            direct.append(name)
+    args = ", ".join(names)
+    return "\n".join([
+        f"def launch(grid_x, grid_y, {args}):",
+        "    key = None",
+        "    try:",
+        *pointers,
+        f"        key = ({', '.join(key)},)",
+        "        run, function, metadata, cooperative, pdl, tail, device = _ready[key]",
+        f"        if _kernel.pre_run_hooks or not {idle}:",
+        "            raise LookupError",
+        "    except Exception:",
+        f"        return _site._slow(key, grid_x, grid_y, ({args},))",
+        "    if cooperative is None:  # the launcher object (Triton's own layer), tensors as given",
+        f"        run(grid_x, grid_y, 1, _stream(device), function, metadata, None, None, None, {args}, *tail)",
+        "    else:  # its C launch function: device pointers as ints, nothing left to look up",
+        "        run(grid_x, grid_y, 1, _stream(device), function, cooperative, pdl, None, None, metadata,",
+        f"            None, None, None, {', '.join(direct)}, *tail)",
+        "    _site.fast_calls += 1",
+    ]) + "\n"
+
+
+class LaunchSite:
+    """``site(grid_x, grid_y, *args)`` (or ``site.launch(...)``, one frame
+    less) == ``kernel[(grid_x, grid_y)](*args, **fixed)`` for one call site
+    of a kernel: its constexprs and launch options (``fixed``) are the same
+    on every call, so only the runtime arguments are keyed, and a validated
+    key goes straight to the compiled kernel.
+
+    ``signature`` has one letter per runtime argument: ``p`` a tensor (keyed
+    by dtype, ``data_ptr() % 16`` and device index), ``i`` a Python ``int``
+    (keyed by value), ``f`` a Python ``float`` (keyed by type). The caller
+    promises the kinds: int slots get ints read off tensors' shapes and
+    strides, float slots are passed through ``float()``; the kinds are
+    checked whenever a key is validated, and a mismatch turns the fast path
+    off.
+
+    A key's life is the FastLauncher's (standard, standard + self-check,
+    direct). The direct launch calls the compiled kernel's launcher object,
+    or, on a Triton whose launcher was read and run for it
+    (``DIRECT_C_LAUNCH``) and a kernel that needs no scratch memory, the C
+    launch function beneath it with the tensors' device pointers.
+    """
+
+    def __init__(self, launcher: FastLauncher, signature: str, fixed: dict) -> None:
+        if not signature or any(kind not in _SLOT_KINDS for kind in signature):
+            raise ValueError(f"signature {signature!r}: one of {_SLOT_KINDS!r} per runtime argument")
+        for name, value in fixed.items():
+            if value.__class__ not in _KEYWORD_TYPES:
+                raise TypeError(f"fixed argument {name}={value!r}: only int, bool, float, str or None")
+        self.launcher = launcher
+        self.signature = signature
+        self.fixed = dict(fixed)
+        self.ready = {}
+        self.pending = {}
+        self.fast_calls = 0
+        self.launch = self._launch_slow
+
+    def _launch_slow(self, grid_x, grid_y, *args):
+        """``launch`` until a key is validated (and after the fast path is off)."""
+        return self._slow(None, grid_x, grid_y, args)
+
+    def _compile(self):
+        """The launch function for validated keys (see _site_source)."""
+        launcher = self.launcher
+        namespace, idle, options = _knob_expressions()
+        scope = dict(namespace)
+        scope.update(
+            _site=self, _ready=self.ready, _kernel=launcher.kernel,
+            _device=_device_reader(launcher._driver), _stream=launcher._get_stream,
+        )
+        source = _site_source(self.signature, idle, options)
+        exec(compile(source, f"<launch site {self.signature}>", "exec"), scope)  # noqa: S102 - built above
+        return scope["launch"]
+
+    def forget(self) -> None:
+        """Drop every key: calls take the standard path until keys validate again."""
+        self.ready.clear()
+        self.pending.clear()
+        self.launch = self._launch_slow
+
+    def reset(self) -> None:
+        self.forget()
+        self.fast_calls = 0
+
+    def __call__(self, grid_x, grid_y, *args):
+        return self.launch(grid_x, grid_y, *args)
+
+    def _slow(self, key, grid_x, grid_y, args):
+        launcher = self.launcher
+        if not launcher._decided:
+            launcher._decide()
+        if launcher.off is not None:
+            launcher.kernel[(grid_x, grid_y, 1)](*args, **self.fixed)
+            return
+        if key is None:  # e.g. None in a tensor slot: the standard path decides
+            try:
+                key = self._key(args)
+            except Exception:  # noqa: BLE001
+                key = None
+        grid = (grid_x, grid_y, 1)
+        compiled = launcher._standard(grid, args, self.fixed)
+        if key is None or launcher.off is not None or key in self.ready:
+            return
+        if launcher.kernel.pre_run_hooks or not launcher._hooks_idle():
+            return  # hooks are active now: this call stays standard
+        with launcher._lock:
+            first = self.pending.get(key)
+            if first is None:
+                if len(self.pending) + len(self.ready) < MAX_KEYS:
+                    self.pending[key] = compiled
+                return
+            del self.pending[key]
+            try:
+                if not _slot_kinds_agree(self.signature, args):
+                    problem = f"arguments {[type(a).__name__ for a in args]} do not match the site's kinds {self.signature!r}"
+                else:
+                    problem, tail = launcher._validate(first, compiled, key[:1], grid, args, self.fixed)
+                    if problem is None:
+                        entry = _launch_entry(compiled, key[0], tail)
+            except Exception as exc:  # noqa: BLE001 - a failed check is a mismatch
+                problem = f"self-check raised {exc!r}"
+            if problem is not None:
+                launcher._disable(problem)
+            else:
+                self.ready[key] = entry
+                if self.launch == self._launch_slow:
+                    self.launch = self._compile()
+
+    def _key(self, args):
+        """The key the launch function computes, for a call it handed over."""
+        launcher = self.launcher
+        key = [launcher._get_device(), launcher._options()]
+        for kind, a in zip(self.signature, args):
+            if kind == "p":
+                key += [a.dtype, a.data_ptr() & 15, a.get_device()]
+            else:
+                key.append(a if kind == "i" else a.__class__)
+        return tuple(key)
+
+
+def _launch_entry(compiled, device, tail):
+    """What the launch function needs to launch ``compiled`` as Triton's
+    ``JITFunction.run`` would: (launch callable, function, metadata,
+    cooperative, pdl, tail values, device); cooperative is None when the
+    callable is the launcher object rather than its C launch function."""
+    tail_values = tuple(value for _name, value in tail)  # fixed values or defaults: the same every call
+    run = compiled.run
+    c_launch = _c_launch_of(run)
+    if c_launch is None:
+        return (run, compiled.function, compiled.packed_metadata, None, None, tail_values, device)
+    return (c_launch, compiled.function, compiled.packed_metadata, bool(run.launch_cooperative_grid),
+            bool(run.launch_pdl), tail_values, device)
+
+
+def _c_launch_of(run):
+    """The C launch function under Triton's ``CudaLauncher`` when calling it
+    directly is exactly what ``CudaLauncher.__call__`` would do: a verified
+    Triton (``DIRECT_C_LAUNCH``), no scratch memory to allocate, and the raw
+    C function (not the Python wrapper Triton puts around tensor-descriptor
+    arguments). Else None (the launcher object itself is called)."""
+    if triton_version()[:2] not in DIRECT_C_LAUNCH or type(run).__name__ != "CudaLauncher":
+        return None
+    if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
+        return None
+    c_launch = getattr(run, "launch", None)
+    if c_launch is None or isinstance(c_launch, (types.FunctionType, types.MethodType)):
+        return None  # Triton's Python wrapper (tensor descriptors): let run() go through it
+    return c_launch
 
 
 _LAUNCHERS: dict = {}

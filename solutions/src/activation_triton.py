@@ -61,21 +61,47 @@ def _act_and_mul_rows(
 
 
 _ACT_AND_MUL_ROWS = FastLauncher(_act_and_mul_rows)
+_SITES = {}  # (d, act, wide) -> LaunchSite
 
 
-def _tile(rows, d):
-    """(BLOCK, num_warps): 8 elements a thread; wider tiles once there are
-    enough rows to fill the GPU, narrower ones for a few tokens."""
-    block = 2048 if rows >= 256 else 1024
-    block = min(block, triton.next_power_of_2(d))
-    return block, max(1, min(8, block // 256))
+def _site(d, act, wide):
+    """The launch site for output width ``d``: 8 elements a thread, wider
+    tiles once there are more rows than fit in L2 when repeated (``wide``,
+    above 256 rows at 28672: scripts/sweep_kernel_configs.py), narrower ones
+    for fewer tokens. Returns (site, column tiles)."""
+    found = _SITES.get((d, act, wide))
+    if found is None:
+        block = min(2048 if wide else 1024, triton.next_power_of_2(d))
+        site = _ACT_AND_MUL_ROWS.site(
+            "ppiiii", BLOCK=block, EVEN=d % block == 0, ACT=act, num_warps=max(1, min(8, block // 256)),
+        )
+        found = _SITES[d, act, wide] = (site, triton.cdiv(d, block))
+    return found
 
 
 def _act_and_mul(x, act, out=None):
+    shape = x.shape
+    d = shape[-1] // 2
+    if x.dim() == 2:
+        rows = shape[0]
+        x_outer, x_col = x.stride()
+        # The caller's out= buffer is written directly when the kernel can
+        # address it (contiguous, right shape and dtype); otherwise a fresh one.
+        if out is None or out.shape != (rows, d) or out.dtype is not x.dtype or not out.is_contiguous() \
+                or out.get_device() != x.get_device():
+            out = x.new_empty((rows, d))  # x's dtype and device, without building a device object
+        if x_col == 1:
+            if rows and d:
+                site, tiles = _site(d, act, rows > 256)
+                site.launch(rows, tiles, x, out, x_outer, 0, 1, d)
+            return out
+    return _act_and_mul_any(x, act, out)
+
+
+def _act_and_mul_any(x, act, out):
+    """Any leading shape; rows addressed by (outer, inner) strides or copied."""
     d = x.shape[-1] // 2
     shape = x.shape[:-1] + (d,)
-    # The caller's out= buffer is written directly when the kernel can
-    # address it (contiguous, right shape and dtype); otherwise a fresh one.
     if out is None or not out.is_contiguous() or out.shape != shape or out.dtype != x.dtype or out.device != x.device:
         out = torch.empty(shape, dtype=x.dtype, device=x.device)
     rows = out.numel() // d if d else 0
@@ -85,12 +111,8 @@ def _act_and_mul(x, act, out=None):
     if layout is None:
         x = x.contiguous()
         layout = row_layout(x)
-    block, warps = _tile(rows, d)
-    _ACT_AND_MUL_ROWS(
-        (rows, triton.cdiv(d, block)),
-        x, out, layout[0], layout[2], layout[1], d,
-        BLOCK=block, EVEN=d % block == 0, ACT=act, num_warps=warps,
-    )
+    site, tiles = _site(d, act, rows > 256)
+    site.launch(rows, tiles, x, out, layout[0], layout[2], layout[1], d)
     return out
 
 

@@ -67,9 +67,57 @@ def _rmsnorm_rows(
 
 
 _RMSNORM_ROWS = FastLauncher(_rmsnorm_rows)
+_SITES = {}  # (n_cols, w_offset, add, many_rows) -> LaunchSite: the constexprs follow from these
+_MANY_ROWS = 256  # above this many rows the GPU is full and the kernel is bandwidth-bound
+
+
+def _warps(n, many_rows):
+    """Warps per row. Bandwidth-bound (many rows): about 16 elements a thread
+    (n // 512 warps, rounded down to a power of two); latency-bound (few
+    rows): 8 warps up to 4096 wide, 16 beyond, so each thread's share of a
+    row stays small. Measured on an H100 with scripts/sweep_kernel_configs.py
+    (docs/benchmarks.md)."""
+    if not many_rows:
+        return 8 if n <= 4096 else 16
+    warps = 1
+    while warps * 2 <= min(16, n // 512):
+        warps *= 2
+    return warps
+
+
+def _new_site(n, w_offset, add, many_rows):
+    block = triton.next_power_of_2(n)
+    site = _SITES[n, w_offset, add, many_rows] = _RMSNORM_ROWS.site(
+        "ppppiiiiiiiif",
+        BLOCK=block, EVEN=block == n, W_OFFSET=w_offset, ADD=add,
+        num_warps=min(_warps(n, many_rows), max(1, block // 32)),
+    )
+    return site
 
 
 def _launch(x, residual, weight, y, eps, w_offset):
+    eps = float(eps)
+    add = residual is not None
+    if x.dim() == 2 and weight.stride(0) == 1:
+        # The common case, decided with few reads: 2-D, unit column stride.
+        rows, n = x.shape
+        x_outer, x_col = x.stride()
+        y_outer, y_col = y.stride()
+        r_outer, r_col = residual.stride() if add else (0, 1)
+        if x_col == 1 and y_col == 1 and r_col == 1:
+            if rows and n:
+                many = rows > _MANY_ROWS
+                site = _SITES.get((n, w_offset, add, many)) or _new_site(n, w_offset, add, many)
+                site.launch(
+                    rows, 1, x, residual if add else x, weight, y,
+                    x_outer, 0, r_outer, 0, y_outer, 0, 1, n, eps,
+                )
+            return
+    _launch_any(x, residual, weight, y, eps, w_offset)
+
+
+def _launch_any(x, residual, weight, y, eps, w_offset):
+    """Any layout: rows addressed by (outer, inner) strides, or contiguous copies."""
     n = x.shape[-1]
     rows = x.numel() // n if n else 0
     if rows == 0:
@@ -84,41 +132,37 @@ def _launch(x, residual, weight, y, eps, w_offset):
         xc = x.contiguous()
         rc = residual.contiguous() if residual is not None else None
         yc = xc if y is x else torch.empty(x.shape, dtype=y.dtype, device=y.device)
-        _launch(xc.view(-1, n), rc.view(-1, n) if rc is not None else None, weight, yc.view(-1, n), eps, w_offset)
+        _launch_any(xc.view(-1, n), rc.view(-1, n) if rc is not None else None, weight, yc.view(-1, n), eps, w_offset)
         if rc is not None and rc is not residual:
             residual.copy_(rc)
         if yc is not y:
             y.copy_(yc)
         return
-    block = triton.next_power_of_2(n)
-    _RMSNORM_ROWS(
-        (rows,),
-        x, residual if residual is not None else x, weight, y,
-        xl[0], xl[2], rl[0], rl[2], yl[0], yl[2], xl[1],
-        n, eps,
-        BLOCK=block, EVEN=block == n, W_OFFSET=w_offset, ADD=residual is not None,
-        num_warps=min(16, max(1, block // 256)),
+    add, many = residual is not None, rows > _MANY_ROWS
+    (_SITES.get((n, w_offset, add, many)) or _new_site(n, w_offset, add, many)).launch(
+        rows, 1, x, residual if residual is not None else x, weight, y,
+        xl[0], xl[2], rl[0], rl[2], yl[0], yl[2], xl[1], n, eps,
     )
 
 
 def _output(x, out):
     """The caller's out= buffer when it fits (rows are addressed by stride),
-    else a fresh tensor."""
-    if out is None or out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    else a fresh tensor laid out as FlashInfer's (``empty_like``)."""
+    if out is None or out.shape != x.shape or out.dtype is not x.dtype or out.get_device() != x.get_device():
+        return torch.empty_like(x)
     return out
 
 
 def rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """``hidden_states / rms(hidden_states) * weight`` along the last axis."""
-    out = _output(hidden_states, out)
+    out = torch.empty_like(hidden_states) if out is None else _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, 0.0)
     return out
 
 
 def gemma_rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``."""
-    out = _output(hidden_states, out)
+    out = torch.empty_like(hidden_states) if out is None else _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, 1.0)
     return out
 

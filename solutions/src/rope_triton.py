@@ -81,6 +81,17 @@ def _rope_inplace(
 
 
 _ROPE_INPLACE = FastLauncher(_rope_inplace)
+_SITES = {}  # (half, neox) -> (LaunchSite, heads per tile)
+
+
+def _site(half, neox):
+    found = _SITES.get((half, neox))
+    if found is None:
+        half_p2 = triton.next_power_of_2(half)
+        hb = max(1, 512 // half_p2)  # 2 warps, 8 channels a thread in each half: 16-byte accesses
+        site = _ROPE_INPLACE.site("ppppiiiiiiii", HALF=half, HALF_P2=half_p2, HB=hb, NEOX=neox, num_warps=2)
+        found = _SITES[half, neox] = (site, hb)
+    return found
 
 
 def _heads(t, head_size):
@@ -110,18 +121,13 @@ def rope_cos_sin_cache_inplace(positions, query, key, head_size, cos_sin_cache, 
         kl = _heads(k, head_size)
     cache = cos_sin_cache if cos_sin_cache.stride(-1) == 1 else cos_sin_cache.contiguous()
     pos = positions if positions.is_contiguous() else positions.contiguous()
-    half = rotary_dim // 2
-    half_p2 = triton.next_power_of_2(half)
-    hb = max(1, 512 // half_p2)  # 2 warps, 8 channels a thread in each half: 16-byte accesses
-    q_tiles = triton.cdiv(ql[2], hb)
-    tiles = q_tiles + triton.cdiv(kl[2], hb)
-    _ROPE_INPLACE(
-        (nnz, tiles),
+    site, hb = _site(rotary_dim // 2, bool(is_neox))
+    q_tiles = -(-ql[2] // hb)
+    site.launch(
+        nnz, q_tiles - (-kl[2] // hb),
         q, k, cache, pos,
         ql[0], ql[1], kl[0], kl[1], cache.stride(0),
         ql[2], kl[2], q_tiles,
-        HALF=half, HALF_P2=half_p2, HB=hb, NEOX=bool(is_neox),
-        num_warps=2,
     )
     if q is not query:
         query.copy_(q.view(query.shape))
