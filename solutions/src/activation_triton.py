@@ -18,6 +18,8 @@ bundled Solution): after a specialization has been launched and checked the
 standard way, it is launched directly, skipping Triton's per-call overhead.
 """
 
+import os
+
 import torch
 import triton
 
@@ -27,7 +29,19 @@ import triton.language as tl
 from _rows import row_layout
 from _fast_launch import FastLauncher
 
-SILU, GELU, GELU_TANH = 0, 1, 2
+SILU, GELU, GELU_TANH, GELU_TANH_PTX = 0, 1, 2, 3
+
+
+_GELU_TANH_CODE = []  # decided once per process
+
+
+def _gelu_tanh_code():
+    """GELU_TANH_PTX on NVIDIA GPUs; the portable form under Triton's CPU
+    interpreter (no inline PTX there) and on other backends."""
+    if not _GELU_TANH_CODE:
+        interpreting = os.environ.get("TRITON_INTERPRET", "").strip().lower() not in ("", "0", "false", "off", "no")
+        _GELU_TANH_CODE.append(GELU_TANH if interpreting or torch.version.hip is not None else GELU_TANH_PTX)
+    return _GELU_TANH_CODE[0]
 
 
 @triton.jit
@@ -50,9 +64,15 @@ def _act_and_mul_rows(
         g = a * tl.sigmoid(a)
     elif ACT == 1:
         g = 0.5 * a * (1.0 + tl.math.erf(a * 0.7071067811865476))
-    else:
+    elif ACT == 2:
         # 0.5 * a * (1 + tanh(z)) == a * sigmoid(2 z), z = sqrt(2/pi) (a + 0.044715 a^3)
         g = a * tl.sigmoid(1.5957691216057308 * (a + 0.044715 * a * a * a))
+    else:
+        # The same with the GPU's tanh instruction (one special-function op
+        # instead of exp + reciprocal: the bound when the rows sit in L2).
+        z = 0.7978845608028654 * (a + 0.044715 * a * a * a)
+        t = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [z], dtype=tl.float32, is_pure=True, pack=1)
+        g = 0.5 * a * (1.0 + t)
     y = (g * b).to(y_ptr.dtype.element_ty)
     if EVEN:
         tl.store(y_row + cols, y)
@@ -128,4 +148,4 @@ def gelu_and_mul(input, out=None, enable_pdl=None):
 
 def gelu_tanh_and_mul(input, out=None, enable_pdl=None):
     """``gelu_tanh(input[..., :d]) * input[..., d:]`` (tanh approximation)."""
-    return _act_and_mul(input, GELU_TANH, out)
+    return _act_and_mul(input, _gelu_tanh_code(), out)
