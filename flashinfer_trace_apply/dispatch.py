@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import counters, loaders, reconcile
 from .axes import AxisSource, const_axis_sources, definition_name
@@ -27,6 +28,8 @@ from .hardware import HardwareSupport
 from .layout import CACHE_PARAM, layout_of, nhd_view, uses_cache_views
 from .plan_state import PlanRecorder, make_reader, plan_inputs_for
 from .registry import ApiSpec, could_produce
+
+_NO_KEY = object()  # ApiRoute.hot_key before any hit is inlined
 
 
 def _constant_under_compile(fn: Callable) -> Callable:
@@ -120,6 +123,8 @@ class ApiRoute:
         self.templates = [TemplateRoute(t, self.shape, spec.current, spec.fi_api) for t in spec.templates]
         self.selector = spec.selector if len(spec.templates) > 1 or spec.selector is not None else None
         self.cache: Dict[Any, Callable] = {}
+        self.wrapper: Optional[Callable] = None
+        self.hot_key: Any = _NO_KEY  # the key whose hit entry the wrapper runs inline
         self._lock = threading.Lock()
         board, api = context.board, spec.fi_api
         self.tick_hit = board.ticker(api, counters.HIT)
@@ -255,7 +260,9 @@ class ApiRoute:
             self._fallbacks[status] = entry
         return entry
 
-    def build_wrapper(self) -> Callable:
+    def _wrapper_source(self, hot: Sequence[str] = ()) -> str:
+        """The wrapper: the key, then (``hot``: lines of one hit entry) that
+        entry inline for its key, then the cache."""
         forward = self.shape.forward()
         key_expr = self._key_expr()
         lines = [f"def {self.spec.attr}({self.shape.header(with_defaults=True)}):"]
@@ -268,6 +275,9 @@ class ApiRoute:
                 "    except Exception:",
                 f"        {PREFIX}k = {PREFIX}slow_key({forward})",
             ]
+        if hot:
+            lines.append(f"    if {PREFIX}k == {PREFIX}hot_key:")
+            lines += ["        " + line for line in hot]
         lines += [
             "    try:",
             f"        {PREFIX}e = {PREFIX}cache[{PREFIX}k]",
@@ -275,6 +285,37 @@ class ApiRoute:
             f"        {PREFIX}e = {PREFIX}entries[{PREFIX}resolve({PREFIX}k)]",
             f"    return {PREFIX}e({forward})",
         ]
+        return "\n".join(lines) + "\n"
+
+    def _inline_hot(self, key: Any, entry: Callable) -> None:
+        """Run ``entry`` (the first hit this API resolved) inside the wrapper
+        for its key: one Python frame and one dictionary lookup less per
+        call. The wrapper keeps its identity (callers may hold it); its code
+        is swapped. Skipped when names would clash."""
+        body = getattr(entry, "__fita_hit_body__", None)
+        wrapper = self.wrapper
+        if body is None or wrapper is None or self.hot_key is not _NO_KEY:
+            return
+        if any(re.search(rf"\b{PREFIX}[ke]\b", line) for line in body.lines):
+            return  # the wrapper's own locals
+        space = wrapper.__globals__
+        live = {name: entry.__globals__[name] for name in body.namespace}  # state the entry already keeps
+        for name, value in live.items():
+            if name in space and space[name] is not value and not (type(value) is tuple and space[name] == value):
+                return
+        source = self._wrapper_source(body.lines)
+        scope = dict(space)
+        scope.update(live)
+        scope[f"{PREFIX}hot_key"] = key
+        merged = compile_function(self.spec.attr, source, scope, f"<trace_apply {self.spec.fi_api}>")
+        space.update(live)
+        space[f"{PREFIX}hot_key"] = key
+        body.spaces.append(space)
+        self.hot_key = key
+        wrapper.__code__ = merged.__code__
+        wrapper.__fita_source__ = source
+
+    def build_wrapper(self) -> Callable:
         ns = {
             f"{PREFIX}dflt": self.shape.defaults,
             f"{PREFIX}cache": self.cache,
@@ -285,9 +326,10 @@ class ApiRoute:
             f"{PREFIX}nhd": nhd_view,
             f"{PREFIX}layout": layout_of,
         }
-        wrapper = compile_function(self.spec.attr, "\n".join(lines) + "\n", ns, f"<trace_apply {self.spec.fi_api}>")
+        wrapper = compile_function(self.spec.attr, self._wrapper_source(), ns, f"<trace_apply {self.spec.fi_api}>")
         functools.update_wrapper(wrapper, self.spec.current)
         wrapper.__fita_route__ = self
+        self.wrapper = wrapper
         return wrapper
 
     # -- slow paths ---------------------------------------------------------
@@ -354,6 +396,7 @@ class ApiRoute:
                     if entry not in self.entries:
                         self.entries.append(entry)
                     self.cache[key] = entry
+                    self._inline_hot(key, entry)
         return self.entries.index(entry)
 
     def _build_entry(self, key: Any) -> Callable:

@@ -479,29 +479,45 @@ def build_hit_entry(
             else:
                 emit(f"return tuple({PREFIX}rs)")
 
-    scope: Dict[str, Any] = {}
+    scope: Dict[str, Any] = {"globals": []}  # every namespace running these lines
 
     def unaccepted_arguments(**values: Any) -> None:
+        spaces = scope["globals"]
         for name, value in values.items():
-            if value is shape.defaults[name] or scope["globals"][f"{PREFIX}told_{name}"]:
+            if value is shape.defaults[name] or spaces[0][f"{PREFIX}told_{name}"]:
                 continue
             try:
                 if bool(value == shape.defaults[name]):
                     # Equal, not identical (a literal at the call site): take
                     # this object as the default so the next call passes on `is`.
-                    scope["globals"][f"{PREFIX}dv_{name}"] = value
+                    for space in spaces:
+                        space[f"{PREFIX}dv_{name}"] = value
                     continue
             except Exception:  # noqa: BLE001 - e.g. a tensor: not the default
                 pass
             if report_unaccepted is not None and report_unaccepted(name, value):
-                scope["globals"][f"{PREFIX}told_{name}"] = True
+                for space in spaces:
+                    space[f"{PREFIX}told_{name}"] = True
 
     ns[f"{PREFIX}unaccepted"] = unaccepted_arguments
     body = "\n".join("    " + line for line in lines)
     source = f"def {PREFIX}hit({shape.header(with_defaults=False)}):\n{body}\n"
     entry = compile_function(f"{PREFIX}hit", source, ns, f"<trace_apply hit {fi_api} {definition}>")
-    scope["globals"] = entry.__globals__
+    scope["globals"].append(entry.__globals__)
+    entry.__fita_hit_body__ = HitBody(tuple(lines), ns, scope["globals"])
     return entry
+
+
+@dataclass(frozen=True)
+class HitBody:
+    """A hit entry's source lines and namespace, for the API wrapper to run
+    inline (dispatch.ApiRoute inlines its first hit). ``spaces``: the
+    namespaces running these lines; state the lines keep in globals (the
+    once-per-argument warnings) is written to each."""
+
+    lines: Tuple[str, ...]
+    namespace: Dict[str, Any]
+    spaces: List[Dict[str, Any]]
 
 
 @dataclass(frozen=True)
