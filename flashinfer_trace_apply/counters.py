@@ -29,7 +29,7 @@ def _value(counter: "itertools.count[int]") -> int:
 
 class StatsBoard:
     """Counters for one enable session: ``board.ticker(api, status)`` returns
-    the bound ``__next__`` that the dispatch code calls once per event."""
+    the function the dispatch code calls once per event."""
 
     def __init__(self) -> None:
         self._counters: Dict[str, Dict[str, "itertools.count[int]"]] = {}
@@ -39,7 +39,7 @@ class StatsBoard:
         counter = per_api.get(status)
         if counter is None:
             counter = per_api[status] = itertools.count()
-        return counter.__next__
+        return _traceable(counter.__next__)
 
     def snapshot(self) -> Dict[str, Dict[str, int]]:
         out: Dict[str, Dict[str, int]] = {}
@@ -50,3 +50,22 @@ class StatsBoard:
                 for status, n in counts.items():
                     out[api].setdefault(status, n)
         return out
+
+
+def _traceable(advance: Callable[[], int]) -> Callable[[], int]:
+    """``advance`` in a plain Python function marked for torch.compile as
+    giving a constant: Dynamo runs it once when it traces a call (the call is
+    counted then) instead of failing on the C method (torch 2.11 has no rule
+    for ``itertools.count.__next__``: a graph break, an error under
+    ``fullgraph=True``). So a compiled function's calls count once per
+    trace, eager calls every time."""
+
+    def tick() -> int:
+        return advance()
+
+    try:
+        import torch  # noqa: PLC0415
+
+        return torch.compiler.assume_constant_result(tick)
+    except (ImportError, AttributeError):
+        return tick

@@ -40,7 +40,8 @@ def test_compiled_function_routes_to_the_solution(backend, warm):
     # A miss would reach FlashInfer's CUDA kernel and fail on CPU tensors.
     assert torch.allclose(y, torch_rmsnorm(x, w, 1e-5) * 2, atol=1e-5)
     assert calls
-    assert fita.stats()["flashinfer.norm.rmsnorm"]["error"] == 0
+    counts = fita.stats()["flashinfer.norm.rmsnorm"]
+    assert counts["error"] == 0 and counts["hit"] >= 1  # counted when traced (and eager calls each time)
 
 
 def test_threads_first_calls_for_many_shapes_resolve_once_each_and_count_exactly():
