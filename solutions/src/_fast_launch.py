@@ -8,6 +8,12 @@ read a handful of knobs, build launch metadata, and only then call the
 compiled kernel's launcher. On an H100 host that is ~28 µs of Python per call,
 for kernels that run for 2 µs at small batch.
 
+The bundled kernels use ``FastLauncher(kernel).site(signature, **constexprs)``
+(``LaunchSite``, below): the constexprs and options of one call site are
+fixed, so only runtime arguments are keyed, by declared kind, in one
+generated frame, and a validated key goes straight to Triton's C launch
+function. ``FastLauncher`` itself is the general form:
+
 What. ``FastLauncher(kernel)((grid), *args, **kwargs)`` behaves like
 ``kernel[grid](*args, **kwargs)``. It keys each call by what Triton
 specializes on, computed cheaply and at least as finely as Triton does:

@@ -13,9 +13,10 @@ multiple of the tile need no mask (a compile-time flag); all widths share a
 few compiled kernels. Input rows are addressed through their stride (a row slice of a wider
 buffer is read in place); any leading shape is accepted.
 
-Launches go through ``_fast_launch.FastLauncher`` (a sibling source of every
-bundled Solution): after a specialization has been launched and checked the
-standard way, it is launched directly, skipping Triton's per-call overhead.
+Launches go through a ``_fast_launch.LaunchSite`` per set of constexprs (a
+sibling source of every bundled Solution): after a specialization has been
+launched and checked the standard way, it is launched directly, skipping
+Triton's per-call overhead.
 """
 
 import os

@@ -16,9 +16,10 @@ copy. The fused variants write the sum back into ``residual`` and the
 normalized rows into ``hidden_states`` in place (FlashInfer's convention) and
 return those same tensors, so the plugin has nothing left to copy.
 
-Launches go through ``_fast_launch.FastLauncher`` (a sibling source of every
-bundled Solution): after a specialization has been launched and checked the
-standard way, it is launched directly, skipping Triton's per-call overhead.
+Launches go through a ``_fast_launch.LaunchSite`` per set of constexprs (a
+sibling source of every bundled Solution): after a specialization has been
+launched and checked the standard way, it is launched directly, skipping
+Triton's per-call overhead.
 """
 
 import torch

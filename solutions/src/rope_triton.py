@@ -18,9 +18,10 @@ head_size)``; rows may be slices of a wider buffer (a fused QKV projection),
 addressed by their stride and written where they are. Returns ``(query,
 key)``, the same tensors, updated.
 
-Launches go through ``_fast_launch.FastLauncher`` (a sibling source of every
-bundled Solution): after a specialization has been launched and checked the
-standard way, it is launched directly, skipping Triton's per-call overhead.
+Launches go through a ``_fast_launch.LaunchSite`` per set of constexprs (a
+sibling source of every bundled Solution): after a specialization has been
+launched and checked the standard way, it is launched directly, skipping
+Triton's per-call overhead.
 """
 
 import triton
