@@ -66,55 +66,11 @@ def _sample_values():
     return ints + [True, False, 0.5, 1.0, -0.0, None] + tensors
 
 
-def test_equal_tokens_mean_equal_triton_specializations(fl):
-    values = _sample_values()
-    tokens = [fl.arg_token(v) for v in values]
-    assert None not in tokens
-    for (a, ta), (b, tb) in itertools.combinations(zip(values, tokens), 2):
-        if ta == tb:
-            sa, sb = _triton_specialization(a), _triton_specialization(b)
-            assert sa == sb, f"{a!r} and {b!r} share token {ta!r} but Triton specializes {sa} vs {sb}"
-
-
-def test_token_tracks_what_triton_specializes_on(fl):
-    t = torch.empty(64, dtype=torch.bfloat16)
-    assert fl.arg_token(t) != fl.arg_token(t[1:])  # 16-byte alignment of the pointer
-    assert fl.arg_token(t) != fl.arg_token(t.to(torch.float16))  # dtype
-    assert fl.arg_token(1) != fl.arg_token(2)  # == 1
-    assert fl.arg_token(16) != fl.arg_token(17)  # divisibility by 16
-    assert fl.arg_token(2**31 - 16) != fl.arg_token(2**31 + 16)  # i32 vs i64
-    assert fl.arg_token(2**62 + 16) != fl.arg_token(2**63 + 16)  # i64 vs u64
-    assert fl.arg_token(True) != fl.arg_token(1) and fl.arg_token(1.0) != fl.arg_token(1)
-    assert fl.arg_token(object()) is None
-    np = pytest.importorskip("numpy")
-    assert fl.arg_token(np.int64(16)) is None  # not keyed: the standard path decides
-
-
 def _keyed_launcher(fl):
     launcher = fl.FastLauncher(object(), environ={})
     launcher._get_device = lambda: 0
     launcher._options = lambda: (False, "")
     return launcher
-
-
-def test_inline_key_agrees_with_arg_token(fl):
-    launcher = _keyed_launcher(fl)
-    values = [v for v in _sample_values() if fl.arg_token(v) is not None]
-    key = launcher.key(tuple(values), {})
-    assert key[2:] == tuple(fl.arg_token(v) for v in values)
-    assert launcher.key((object(),), {}) is None
-
-
-def test_keyword_values_are_keyed_by_type_and_exact_value(fl):
-    launcher = _keyed_launcher(fl)
-    keys = {launcher.key((), {"EVEN": v}) for v in (True, 1, 1.0)}
-    assert len(keys) == 3
-    assert launcher.key((), {"W": 0.0}) != launcher.key((), {"W": -0.0})
-    assert launcher.key((), {"num_warps": 4}) != launcher.key((), {"num_warps": 8})
-    assert launcher.key((), {"num_warps": 4}) != launcher.key((), {"num_warps": 4, "num_stages": 2})
-    # Not keyed (the call takes the standard path): tensors or containers by keyword.
-    assert launcher.key((), {"x_ptr": torch.empty(1)}) is None
-    assert launcher.key((), {"EVEN": [True]}) is None
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +126,7 @@ def test_bundled_kernel_under_the_interpreter_uses_the_standard_launch():
     for _ in range(3):
         fn(hidden_states=x, weight=w)
     assert "TRITON_INTERPRET" in launcher.off
-    assert launcher.fast_calls == 0 and not launcher.ready
+    assert launcher.fast_calls == 0 and not any(site.ready for site in launcher._sites)
 
 
 def test_every_bundled_solution_ships_the_fast_launch_source():
@@ -259,23 +215,15 @@ def fake(fl, monkeypatch):
     return kernel, fl.FastLauncher(kernel, environ={})
 
 
-def _call(launcher, x, n=4096, grid=(3,), **kw):
-    return launcher(grid, x, n, 1e-6, BLOCK=4096, num_warps=16, **kw)
+def _site_of(launcher):
+    """The test sites' shape: one tensor, one int, one float; BLOCK fixed."""
+    if not launcher._sites:
+        launcher.site("pif", BLOCK=4096, num_warps=16)
+    return launcher._sites[0]
 
 
-def test_first_two_calls_are_standard_then_fast(fake):
-    kernel, launcher = fake
-    x = torch.empty(4096, dtype=torch.bfloat16)
-    first = _call(launcher, x)
-    second = _call(launcher, x)
-    assert first is second and kernel.standard == 2 and launcher.fast_calls == 0
-    assert len(launcher.ready) == 1 and launcher.off is None
-    third = _call(launcher, x, grid=(5, 2))
-    assert third is first and kernel.standard == 2 and launcher.fast_calls == 1
-    # Exactly Triton's launch call: grid, stream, function, metadata, no hooks, all args in order.
-    launched = first.launches[-1]
-    assert launched[:9] == (5, 2, 1, FakeDriver.stream, first.function, first.packed_metadata, None, None, None)
-    assert launched[9] is x and launched[10:] == (4096, 1e-6, 4096, True)  # EVEN: its default
+def _call(launcher, x, n=4096, grid=(3, 1)):
+    return _site_of(launcher)(grid[0], grid[1], x, n, 1e-6)
 
 
 def test_a_new_specialization_gets_its_own_key(fake):
@@ -283,13 +231,11 @@ def test_a_new_specialization_gets_its_own_key(fake):
     x = torch.empty(4096, dtype=torch.bfloat16)
     for _ in range(3):
         _call(launcher, x)
-    misaligned = torch.empty(4097, dtype=torch.bfloat16)[1:]
-    got = _call(launcher, misaligned)
-    assert kernel.standard == 3  # a new key starts on the standard path
-    assert got is not _call(launcher, x)  # and Triton compiled another kernel for it
-    for n in (1, 17, 2**31):
+    assert kernel.standard == 2 and launcher.fast_calls == 1
+    for n in (1, 17, 2**31):  # == 1, not divisible by 16, i64: each its own key
         _call(launcher, x, n=n)
-    assert kernel.standard == 6 and launcher.off is None
+    assert kernel.standard == 5 and launcher.off is None
+    assert len(set(kernel.kernel_cache.values())) == 4  # and Triton compiled each apart
 
 
 def test_self_check_catches_a_key_coarser_than_triton(fake):
@@ -299,7 +245,7 @@ def test_self_check_catches_a_key_coarser_than_triton(fake):
     kernel.swap_compiled = True  # Triton hands the same key a different kernel
     with pytest.warns(RuntimeWarning, match="different compiled kernels"):
         _call(launcher, x)
-    assert launcher.off and not launcher.ready
+    assert launcher.off and not _site_of(launcher).ready
     kernel.swap_compiled = False
     _call(launcher, x)
     assert kernel.standard == 3 and launcher.fast_calls == 0
@@ -327,57 +273,6 @@ def test_self_check_requires_the_kernel_in_tritons_cache(fake):
     assert launcher.fast_calls == 0 and kernel.standard == 3
 
 
-def test_hooks_force_the_standard_path(fake, fl):
-    from triton import knobs
-
-    kernel, launcher = fake
-    x = torch.empty(4096, dtype=torch.bfloat16)
-    for _ in range(3):
-        _call(launcher, x)
-    assert launcher.fast_calls == 1
-    kernel.pre_run_hooks.append(lambda *a, **k: None)
-    _call(launcher, x)
-    assert launcher.fast_calls == 1 and kernel.standard == 3
-    kernel.pre_run_hooks.clear()
-    seen = []
-    hook = seen.append
-    knobs.runtime.launch_enter_hook.add(hook)
-    try:
-        _call(launcher, x)
-        assert launcher.fast_calls == 1 and kernel.standard == 4
-    finally:
-        knobs.runtime.launch_enter_hook.remove(hook)
-    _call(launcher, x)
-    assert launcher.fast_calls == 2
-
-
-def test_unkeyable_arguments_and_callable_grids_take_the_standard_path(fake):
-    kernel, launcher = fake
-    x = torch.empty(4096, dtype=torch.bfloat16)
-    for _ in range(3):
-        launcher((3,), x, 4096, 1e-6, BLOCK=4096, EVEN=(True,))  # a tuple by keyword is not keyed
-    class Width(int):
-        pass
-
-    for _ in range(3):
-        launcher((3,), x, Width(4096), 1e-6, BLOCK=4096)  # an int subclass is not keyed
-    for _ in range(3):
-        launcher(lambda meta: (3,), x, 4096, 1e-6, BLOCK=4096)
-    assert launcher.fast_calls == 0 and kernel.standard == 9 and launcher.off is None
-
-
-def test_switched_off_launcher_never_keys(fl, monkeypatch):
-    monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
-    monkeypatch.setattr(fl, "_driver", FakeDriver)
-    monkeypatch.setattr(fl, "_compiled_kernel_class", lambda: FakeCompiled)
-    kernel = FakeJIT()
-    launcher = fl.FastLauncher(kernel, environ={fl.ENV_SWITCH: "0"})
-    x = torch.empty(4096, dtype=torch.bfloat16)
-    for _ in range(4):
-        _call(launcher, x)
-    assert kernel.standard == 4 and launcher.fast_calls == 0 and fl.ENV_SWITCH in launcher.off
-
-
 def test_a_non_jit_kernel_is_launched_the_standard_way(fl):
     calls = []
 
@@ -386,19 +281,10 @@ def test_a_non_jit_kernel_is_launched_the_standard_way(fl):
             return lambda *a, **k: calls.append((grid, a, k))
 
     launcher = fl.FastLauncher(Interpreted(), environ={})
+    site = launcher.site("ii", BLOCK=4)
     for _ in range(3):
-        launcher((2,), 1, 2, BLOCK=4)
-    assert len(calls) == 3 and "JITFunction" in launcher.off
-
-
-def test_launch_and_launcher_share_one_launcher_per_kernel(fl):
-    class K:
-        def __getitem__(self, grid):
-            return lambda *a, **k: grid
-
-    k = K()
-    assert fl.launcher(k) is fl.launcher(k)
-    assert fl.launch(k, (7,)) == (7,)
+        site(2, 1, 1, 2)
+    assert calls == [((2, 1, 1), (1, 2), {"BLOCK": 4})] * 3 and "JITFunction" in launcher.off
 
 
 # ---------------------------------------------------------------------------

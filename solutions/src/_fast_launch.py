@@ -5,47 +5,40 @@ Why. ``kernel[grid](*args, **kwargs)`` does, on every call, Triton's whole
 per-call bookkeeping: bind the arguments, specialize each one (dtype, 16-byte
 alignment, ``== 1``), build and look up a string cache key from the options,
 read a handful of knobs, build launch metadata, and only then call the
-compiled kernel's launcher. On an H100 host that is ~28 µs of Python per call,
-for kernels that run for 2 µs at small batch.
+compiled kernel's launcher. On an H100 host that is 17-28 µs of Python per
+call, for kernels that run for 2 µs at small batch.
 
-The bundled kernels use ``FastLauncher(kernel).site(signature, **constexprs)``
-(``LaunchSite``, below): the constexprs and options of one call site are
-fixed, so only runtime arguments are keyed, by declared kind, in one
-generated frame, and a validated key goes straight to Triton's C launch
-function. ``FastLauncher`` itself is the general form:
-
-What. ``FastLauncher(kernel)((grid), *args, **kwargs)`` behaves like
-``kernel[grid](*args, **kwargs)``. It keys each call by what Triton
-specializes on, computed cheaply and at least as finely as Triton does:
-
-- per positional (runtime) argument: a tensor's dtype and whether its data
-  pointer is 16-byte aligned; an int's width class (i32, i64, u64), whether
-  it is divisible by 16 and whether it equals 1; float, bool and None by type;
-  anything else is not keyed, and the call takes the standard path;
-- every keyword argument (constexprs, ``num_warps``, ``num_stages``, ...) by
-  name, type and value (so ``True``, ``1`` and ``1.0`` differ, as they do in
-  Triton's key; floats by ``repr`` so ``-0.0`` is not ``0.0``);
-- the current device and the knobs that Triton folds into the options
-  (``debug``, ``instrumentation_mode``, and on 3.9 ``fpsan_homomorphic_casts``).
-
-Because this key is a refinement of Triton's, two calls with the same key
-always get the same compiled kernel from Triton. Life of a key:
+What. ``FastLauncher(kernel)`` holds what one kernel's launches share (the
+gate, Triton's driver and knobs, the self-check); ``launcher.site(signature,
+**fixed)`` makes a ``LaunchSite`` for one call site, whose constexprs and
+launch options (``fixed``) are the same on every call. ``site.launch(grid_x,
+grid_y, *args)`` behaves like ``kernel[(grid_x, grid_y)](*args, **fixed)``.
+It keys each call, in one generated frame, by what Triton specializes on and
+never coarser: per tensor its dtype, ``data_ptr() % 16`` and device index;
+per int its value (finer than Triton's ``== 1``, ``% 16`` and width); per
+float its type; plus the current device and the knobs Triton folds into the
+options (``debug``, ``instrumentation_mode``, and on 3.9
+``fpsan_homomorphic_casts``). Two calls with the same key therefore always
+get the same compiled kernel from Triton. Life of a key:
 
 1. first call: the standard launch; the compiled kernel it returns is kept;
 2. second call: the standard launch again, then the self-check: Triton must
    have picked the *same* compiled kernel object (it is in Triton's own
    kernel cache), Triton's binder must bind the call to exactly the argument
-   list the fast path would pass (same objects, same order), and the launch
-   metadata / enter-exit hooks must be empty (what the fast path passes).
-   Any mismatch switches the fast path off for this kernel, with one warning;
-3. later calls: ``compiled.run(grid_x, grid_y, grid_z, stream, function,
-   packed_metadata, None, None, None, *args)``, the exact call Triton's
-   ``JITFunction.run`` ends with (read in triton 3.6.0 and 3.9.0), on the
-   stream Triton itself would use (its driver's current stream).
+   list the fast path would pass (same objects, same order), the arguments
+   must be of the site's declared kinds, and no launch hook may want launch
+   metadata. Any mismatch switches the fast path off for this kernel, with
+   one warning;
+3. later calls: the exact call Triton's ``JITFunction.run`` ends with
+   (``compiled.run(grid..., stream, function, packed_metadata, None, None,
+   None, *args)``, read in triton 3.6.0 and 3.9.0), on the stream Triton
+   itself would use; on triton 3.6 (``DIRECT_C_LAUNCH``), for a kernel that
+   needs no scratch memory, the C launch function under it, with the
+   tensors' device pointers.
 
-Every fast call still checks, cheaply, that no pre-run hook, launch
-enter/exit hook or stages-inspection hook is registered (a profiler such as
-Proton registers them), and takes the standard path if one is.
+Every fast call still checks that no pre-run hook, launch enter/exit hook or
+stages-inspection hook is registered (a profiler such as Proton registers
+them), and takes the standard path if one is.
 
 When not. The standard path is used for everything when
 ``FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH`` is ``0``/``false``/``off``/``no``,
@@ -64,17 +57,7 @@ import warnings
 import torch
 import triton
 
-__all__ = [
-    "ENV_SWITCH",
-    "VERIFIED_TRITON",
-    "FastLauncher",
-    "LaunchSite",
-    "arg_token",
-    "gate",
-    "launch",
-    "launcher",
-    "triton_version",
-]
+__all__ = ["ENV_SWITCH", "VERIFIED_TRITON", "FastLauncher", "LaunchSite", "gate", "triton_version"]
 
 ENV_SWITCH = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
 # (major, minor) of the Triton releases whose JITFunction.run and
@@ -89,11 +72,8 @@ DIRECT_C_LAUNCH = ((3, 6),)
 MAX_KEYS = 256
 
 _OFF_WORDS = ("0", "false", "off", "no")
-_I32_LO, _I32_HI, _U64_LO = -(2**31), 2**31 - 1, 2**63
-# int tokens: index = width class * 2 + (divisible by 16)
-_INT_TOKENS = ("i32", "i32/16", "i64", "i64/16", "u64", "u64/16")
 _Tensor = torch.Tensor
-# Keyword values (constexprs, options) are keyed by value: only these types.
+# A site's fixed values (constexprs, options): only these types.
 _KEYWORD_TYPES = frozenset((int, bool, float, str, type(None)))
 
 
@@ -130,29 +110,6 @@ def gate(environ=None, version: str | None = None) -> str | None:
     if found[:2] not in VERIFIED_TRITON:
         text = triton.__version__ if version is None else version
         return f"triton {text} is not a verified version {VERIFIED_TRITON}"
-    return None
-
-
-def arg_token(a):
-    """The key part of one runtime argument, or None when it cannot be keyed.
-
-    Mirrors what Triton specializes a runtime argument on, never coarser:
-    equal tokens imply equal Triton specializations.
-    """
-    cls = a.__class__
-    if cls is int:
-        if a == 1:
-            return "i1"
-        width = 0 if _I32_LO <= a <= _I32_HI else (2 if a >= _U64_LO else 1)
-        return _INT_TOKENS[width * 2 + (not a & 15)]
-    if isinstance(a, _Tensor):
-        return (a.dtype, not a.data_ptr() & 15)
-    if cls is float:
-        return "f"
-    if cls is bool:
-        return "b"
-    if a is None:
-        return "n"
     return None
 
 
@@ -218,12 +175,10 @@ def _knob_readers():
 
 
 class FastLauncher:
-    """``FastLauncher(kernel)(grid, *args, **kwargs)`` == ``kernel[grid](*args, **kwargs)``,
-    launching already-validated specializations directly.
-
-    Runtime arguments go positionally, constexprs and options by keyword.
-    Attributes for inspection: ``off`` (None, or why the fast path is off for
-    this kernel), ``fast_calls``, ``standard_calls``, ``ready`` (validated keys).
+    """What the launches of one kernel share: the gate (decided at the first
+    call), Triton's driver and knobs, the self-check, and its LaunchSites
+    (``site()``). Attributes for inspection: ``off`` (None, or why the fast
+    path is off for this kernel), ``fast_calls``, ``standard_calls``.
     """
 
     def __init__(self, kernel, environ=None):
@@ -231,24 +186,20 @@ class FastLauncher:
         self._environ = environ
         self._lock = threading.Lock()
         self._sites = []
-        self._own_fast_calls = 0
         self.reset()
 
     def reset(self) -> None:
         """Forget every key and decide the gate again at the next call."""
         self.off = None
         self._decided = False
-        self.pending = {}
-        self.ready = {}
-        self._own_fast_calls = 0
         self.standard_calls = 0
         for site in self._sites:
-            site.forget()
+            site.reset()
 
     @property
     def fast_calls(self) -> int:
-        """Calls launched directly, by this launcher and its sites."""
-        return self._own_fast_calls + sum(site.fast_calls for site in self._sites)
+        """Calls launched directly, by all of this kernel's sites."""
+        return sum(site.fast_calls for site in self._sites)
 
     # -- the gate -----------------------------------------------------------
 
@@ -270,8 +221,6 @@ class FastLauncher:
 
     def _disable(self, reason: str) -> None:
         self.off = reason
-        self.ready = {}
-        self.pending = {}
         for site in self._sites:
             site.forget()
         name = getattr(getattr(self.kernel, "fn", None), "__name__", repr(self.kernel))
@@ -281,91 +230,11 @@ class FastLauncher:
             stacklevel=3,
         )
 
-    # -- the key ------------------------------------------------------------
-
-    def key(self, args, kwargs):
-        """The specialization key of a call, or None when it cannot be keyed."""
-        parts = [self._get_device(), self._options()]
-        append = parts.append
-        for a in args:
-            cls = a.__class__
-            if cls is int:
-                if a == 1:
-                    append("i1")
-                else:
-                    width = 0 if _I32_LO <= a <= _I32_HI else (2 if a >= _U64_LO else 1)
-                    append(_INT_TOKENS[width * 2 + (not a & 15)])
-            elif isinstance(a, _Tensor):
-                append((a.dtype, not a.data_ptr() & 15))
-            elif cls is float:
-                append("f")
-            elif cls is bool:
-                append("b")
-            elif a is None:
-                append("n")
-            else:
-                return None
-        for name, v in kwargs.items():
-            cls = v.__class__
-            if cls not in _KEYWORD_TYPES:
-                return None  # keyed by value: plain scalars and strings only
-            append(name)
-            append(cls)
-            append(repr(v) if cls is float else v)
-        return tuple(parts)
-
     # -- launching ----------------------------------------------------------
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self(grid, *args, **kwargs)
-
-    def __call__(self, grid, *args, **kwargs):
-        if not self._decided:
-            self._decide()
-        if self.off is not None:
-            return self.kernel[grid](*args, **kwargs)
-        key = self.key(args, kwargs)
-        if key is None or grid.__class__ is not tuple:
-            return self._standard(grid, args, kwargs)
-        entry = self.ready.get(key)
-        if entry is None or self.kernel.pre_run_hooks or not self._hooks_idle():
-            return self._slow(key, grid, args, kwargs)
-        compiled, tail = entry
-        n = len(grid)
-        get = kwargs.get
-        run = compiled.run  # the property loads the binary if needed, as in Triton
-        run(
-            grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1,
-            self._get_stream(key[0]), compiled.function, compiled.packed_metadata, None, None, None,
-            *args, *[get(name, default) for name, default in tail],
-        )
-        self._own_fast_calls += 1
-        return compiled
 
     def _standard(self, grid, args, kwargs):
         self.standard_calls += 1
         return self.kernel[grid](*args, **kwargs)
-
-    def _slow(self, key, grid, args, kwargs):
-        compiled = self._standard(grid, args, kwargs)
-        if key in self.ready or self.kernel.pre_run_hooks or not self._hooks_idle():
-            return compiled  # hooks are active now: this call stays standard
-        with self._lock:
-            first = self.pending.get(key)
-            if first is None:
-                if len(self.pending) + len(self.ready) < MAX_KEYS:
-                    self.pending[key] = compiled
-                return compiled
-            del self.pending[key]
-            try:
-                problem, tail = self._validate(first, compiled, key, grid, args, kwargs)
-            except Exception as exc:  # noqa: BLE001 - a failed check is a mismatch
-                problem, tail = f"self-check raised {exc!r}", None
-            if problem is not None:
-                self._disable(problem)
-            else:
-                self.ready[key] = (compiled, tail)
-        return compiled
 
     def _validate(self, first, compiled, key, grid, args, kwargs):
         """Compare what the fast path would launch with what the standard path
@@ -632,19 +501,3 @@ def _c_launch_of(run):
     if c_launch is None or isinstance(c_launch, (types.FunctionType, types.MethodType)):
         return None  # Triton's Python wrapper (tensor descriptors): let run() go through it
     return c_launch
-
-
-_LAUNCHERS: dict = {}
-
-
-def launcher(kernel) -> FastLauncher:
-    """The FastLauncher of ``kernel`` (one per kernel object)."""
-    found = _LAUNCHERS.get(id(kernel))
-    if found is None or found.kernel is not kernel:
-        found = _LAUNCHERS[id(kernel)] = FastLauncher(kernel)
-    return found
-
-
-def launch(kernel, grid, *args, **kwargs):
-    """``kernel[grid](*args, **kwargs)`` through its FastLauncher."""
-    return launcher(kernel)(grid, *args, **kwargs)
