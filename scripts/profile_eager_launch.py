@@ -72,7 +72,7 @@ def main(argv: List[str] | None = None) -> int:
     for _ in range(5):
         solution(x, w)
     torch.cuda.synchronize()
-    site = solution.__globals__["_SITES"][args.hidden, 0.0, False, args.batch > 256]
+    site = solution.__globals__["_RMSNORM"].sites[args.hidden][args.batch > 256]
     assert launcher.off is None and site.ready, (launcher.off, site.ready)
     (entry,) = site.ready.values()
     device = entry[-1]
@@ -81,7 +81,7 @@ def main(argv: List[str] | None = None) -> int:
     c_launch = compiled.run.launch  # the signature's C launcher
     cl = compiled.run
     kwargs = dict(site.fixed)  # the bundled kernel's own constexprs and options
-    rt = (x, x, w, out, x.stride(0), 0, x.stride(0), 0, out.stride(0), 0, 1, args.hidden, 1e-6)
+    rt = (x, out, w, x.stride(0), 0, out.stride(0), 0, 1, args.hidden, 1e-6)
     # Every bound parameter, constexprs included: the C launcher skips those itself.
     bound, _, _ = launcher.kernel.device_caches[device][4](*rt, **kwargs)
     launch_args = list(bound.values())

@@ -61,7 +61,7 @@ def norm_rows(norm, args) -> List[Dict[str, Any]]:
                 for warps in (2, 4, 8, 16):
                     def call(warps=warps):
                         norm._rmsnorm_rows[(batch,)](
-                            x, r, w, x if add else y, n, 0, n, 0, n, 0, 1, n, 1e-6,
+                            x, r if add else y, w, n, 0, n, 0, 1, n, 1e-6,
                             BLOCK=block, EVEN=block == n, W_OFFSET=1.0 if "gemma" in op else 0.0, ADD=add,
                             num_warps=warps,
                         )

@@ -34,41 +34,47 @@ from _fast_launch import FastLauncher
 
 @triton.jit
 def _rmsnorm_rows(
-    x_ptr, r_ptr, w_ptr, y_ptr,
-    x_outer, x_inner, r_outer, r_inner, y_outer, y_inner, inner,
+    a_ptr, b_ptr, w_ptr,
+    a_outer, a_inner, b_outer, b_inner, inner,
     n_cols, eps,
     BLOCK: tl.constexpr, EVEN: tl.constexpr, W_OFFSET: tl.constexpr, ADD: tl.constexpr,
 ):
+    # Plain (ADD false): a is the input, b the output. Fused (ADD true): a is
+    # hidden_states, b the residual; b gets the sum, a the normalized rows.
     row = tl.program_id(0).to(tl.int64)
     o = row // inner
     i = row % inner
     cols = tl.arange(0, BLOCK)
-    x_row = x_ptr + o * x_outer + i * x_inner
-    r_row = r_ptr + o * r_outer + i * r_inner
-    y_row = y_ptr + o * y_outer + i * y_inner
+    a_row = a_ptr + o * a_outer + i * a_inner
+    b_row = b_ptr + o * b_outer + i * b_inner
     if EVEN:
-        x = tl.load(x_row + cols).to(tl.float32)
+        x = tl.load(a_row + cols).to(tl.float32)
         if ADD:
-            x += tl.load(r_row + cols).to(tl.float32)
-            tl.store(r_row + cols, x.to(r_ptr.dtype.element_ty))
+            x += tl.load(b_row + cols).to(tl.float32)
+            tl.store(b_row + cols, x.to(b_ptr.dtype.element_ty))
         w = tl.load(w_ptr + cols).to(tl.float32) + W_OFFSET
     else:
         mask = cols < n_cols
-        x = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(a_row + cols, mask=mask, other=0.0).to(tl.float32)
         if ADD:
-            x += tl.load(r_row + cols, mask=mask, other=0.0).to(tl.float32)
-            tl.store(r_row + cols, x.to(r_ptr.dtype.element_ty), mask=mask)
+            x += tl.load(b_row + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(b_row + cols, x.to(b_ptr.dtype.element_ty), mask=mask)
         w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32) + W_OFFSET
     inv_rms = tl.math.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
-    y = (x * inv_rms * w).to(y_ptr.dtype.element_ty)
-    if EVEN:
-        tl.store(y_row + cols, y)
+    y = x * inv_rms * w
+    if ADD:
+        out_row = a_row
+        y = y.to(a_ptr.dtype.element_ty)
     else:
-        tl.store(y_row + cols, y, mask=mask)
+        out_row = b_row
+        y = y.to(b_ptr.dtype.element_ty)
+    if EVEN:
+        tl.store(out_row + cols, y)
+    else:
+        tl.store(out_row + cols, y, mask=mask)
 
 
 _RMSNORM_ROWS = FastLauncher(_rmsnorm_rows)
-_SITES = {}  # (n_cols, w_offset, add, many_rows) -> LaunchSite: the constexprs follow from these
 _MANY_ROWS = 256  # above this many rows the GPU is full and the kernel is bandwidth-bound
 
 
@@ -86,64 +92,74 @@ def _warps(n, many_rows):
     return warps
 
 
-def _new_site(n, w_offset, add, many_rows):
-    block = triton.next_power_of_2(n)
-    site = _SITES[n, w_offset, add, many_rows] = _RMSNORM_ROWS.site(
-        "ppppiiiiiiiif",
-        BLOCK=block, EVEN=block == n, W_OFFSET=w_offset, ADD=add,
-        num_warps=min(_warps(n, many_rows), max(1, block // 32)),
-    )
-    return site
+class _Op:
+    """One of the four entry points' kernel settings, and its launch sites by
+    row width: ``sites[n] = (site for few rows, site for many rows)``."""
+
+    def __init__(self, w_offset, add):
+        self.w_offset, self.add, self.sites = w_offset, add, {}
+
+    def new_sites(self, n):
+        block = triton.next_power_of_2(n)
+        pair = self.sites[n] = tuple(
+            _RMSNORM_ROWS.site(
+                "pppiiiiiif",
+                BLOCK=block, EVEN=block == n, W_OFFSET=self.w_offset, ADD=self.add,
+                num_warps=min(_warps(n, many), max(1, block // 32)),
+            )
+            for many in (False, True)
+        )
+        return pair
 
 
-def _launch(x, residual, weight, y, eps, w_offset):
+_RMSNORM, _GEMMA_RMSNORM = _Op(0.0, False), _Op(1.0, False)
+_FUSED_ADD, _GEMMA_FUSED_ADD = _Op(0.0, True), _Op(1.0, True)
+
+
+def _launch(x, residual, weight, y, eps, op):
+    """Normalize the rows of ``x`` into ``y`` (plain), or add ``residual`` and
+    normalize in place (fused: ``y`` is ``x``)."""
     eps = float(eps)
-    add = residual is not None
-    if x.dim() == 2 and weight.stride(0) == 1:
+    b = residual if op.add else y
+    if x.dim() == 2 and weight.stride(0) == 1 and (not op.add or residual.shape == x.shape):
         # The common case, decided with few reads: 2-D, unit column stride.
         rows, n = x.shape
-        x_outer, x_col = x.stride()
-        y_outer, y_col = y.stride()
-        r_outer, r_col = residual.stride() if add else (0, 1)
-        if x_col == 1 and y_col == 1 and r_col == 1:
+        a_outer, a_col = x.stride()
+        b_outer, b_col = b.stride()
+        if a_col == 1 and b_col == 1:
             if rows and n:
-                many = rows > _MANY_ROWS
-                site = _SITES.get((n, w_offset, add, many)) or _new_site(n, w_offset, add, many)
-                site.launch(
-                    rows, 1, x, residual if add else x, weight, y,
-                    x_outer, 0, r_outer, 0, y_outer, 0, 1, n, eps,
-                )
+                sites = op.sites.get(n) or op.new_sites(n)
+                sites[rows > _MANY_ROWS].launch(rows, 1, x, b, weight, a_outer, 0, b_outer, 0, 1, n, eps)
             return
-    _launch_any(x, residual, weight, y, eps, w_offset)
+    _launch_any(x, residual, weight, y, eps, op)
 
 
-def _launch_any(x, residual, weight, y, eps, w_offset):
+def _launch_any(x, residual, weight, y, eps, op):
     """Any layout: rows addressed by (outer, inner) strides, or contiguous copies."""
     n = x.shape[-1]
     rows = x.numel() // n if n else 0
     if rows == 0:
         return
+    if op.add and residual.shape != x.shape:
+        raise ValueError(f"residual shape {tuple(residual.shape)} differs from hidden_states {tuple(x.shape)}")
     if weight.stride(0) != 1:
         weight = weight.contiguous()
-    xl, yl = row_layout(x), row_layout(y)
-    rl = row_layout(residual) if residual is not None else (0, 1, 0)
-    if xl is None or yl is None or rl is None or xl[1] != yl[1] or xl[1] != rl[1]:
+    b = residual if op.add else y
+    al, bl = row_layout(x), row_layout(b)
+    if al is None or bl is None or al[1] != bl[1]:
         # Rows not addressable by (outer, inner) strides: work on contiguous
         # copies and write the results back into the caller's tensors.
         xc = x.contiguous()
-        rc = residual.contiguous() if residual is not None else None
-        yc = xc if y is x else torch.empty(x.shape, dtype=y.dtype, device=y.device)
-        _launch_any(xc.view(-1, n), rc.view(-1, n) if rc is not None else None, weight, yc.view(-1, n), eps, w_offset)
-        if rc is not None and rc is not residual:
-            residual.copy_(rc)
-        if yc is not y:
-            y.copy_(yc)
+        bc = b.contiguous() if op.add else torch.empty(x.shape, dtype=y.dtype, device=y.device)
+        _launch_any(xc.view(-1, n), bc.view(-1, n) if op.add else None, weight,
+                    xc.view(-1, n) if op.add else bc.view(-1, n), eps, op)
+        if xc is not x and op.add:
+            x.copy_(xc)
+        if bc is not b:
+            b.copy_(bc)
         return
-    add, many = residual is not None, rows > _MANY_ROWS
-    (_SITES.get((n, w_offset, add, many)) or _new_site(n, w_offset, add, many)).launch(
-        rows, 1, x, residual if residual is not None else x, weight, y,
-        xl[0], xl[2], rl[0], rl[2], yl[0], yl[2], xl[1], n, eps,
-    )
+    sites = op.sites.get(n) or op.new_sites(n)
+    sites[rows > _MANY_ROWS].launch(rows, 1, x, b, weight, al[0], al[2], bl[0], bl[2], al[1], n, eps)
 
 
 def _output(x, out):
@@ -157,14 +173,14 @@ def _output(x, out):
 def rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """``hidden_states / rms(hidden_states) * weight`` along the last axis."""
     out = torch.empty_like(hidden_states) if out is None else _output(hidden_states, out)
-    _launch(hidden_states, None, weight, out, eps, 0.0)
+    _launch(hidden_states, None, weight, out, eps, _RMSNORM)
     return out
 
 
 def gemma_rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``."""
     out = torch.empty_like(hidden_states) if out is None else _output(hidden_states, out)
-    _launch(hidden_states, None, weight, out, eps, 1.0)
+    _launch(hidden_states, None, weight, out, eps, _GEMMA_RMSNORM)
     return out
 
 
@@ -172,12 +188,12 @@ def fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6, enable_pdl=None
     """``residual += hidden_states; hidden_states = rmsnorm(residual) * weight``,
     both in place (the sum is normalized before rounding); returns
     ``(hidden_states, residual)``."""
-    _launch(hidden_states, residual, weight, hidden_states, eps, 0.0)
+    _launch(hidden_states, residual, weight, hidden_states, eps, _FUSED_ADD)
     return hidden_states, residual
 
 
 def gemma_fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6, enable_pdl=None):
     """As ``fused_add_rmsnorm`` with Gemma's ``(weight + 1)`` scale."""
-    _launch(hidden_states, residual, weight, hidden_states, eps, 1.0)
+    _launch(hidden_states, residual, weight, hidden_states, eps, _GEMMA_FUSED_ADD)
     return hidden_states, residual
 
