@@ -236,7 +236,7 @@ class FastLauncher:
         self.standard_calls += 1
         return self.kernel[grid](*args, **kwargs)
 
-    def _validate(self, first, compiled, key, grid, args, kwargs):
+    def _validate(self, first, compiled, device, grid, args, kwargs):
         """Compare what the fast path would launch with what the standard path
         just launched: (None, tail names) when they agree, else (why, None)."""
         driver = self._driver
@@ -252,7 +252,6 @@ class FastLauncher:
         fn = self.kernel
         if fn.used_global_vals:
             return "the kernel reads global values (Triton re-checks them per call)", None
-        device = key[0]
         kernel_cache, _key_cache, _target, _backend, binder = fn.device_caches[device]
         if not any(v is compiled for v in kernel_cache.values()):
             return "the compiled kernel is not in Triton's kernel cache", None
@@ -449,7 +448,7 @@ class LaunchSite:
                 if not _slot_kinds_agree(self.signature, args):
                     problem = f"arguments {[type(a).__name__ for a in args]} do not match the site's kinds {self.signature!r}"
                 else:
-                    problem, tail = launcher._validate(first, compiled, key[:1], grid, args, self.fixed)
+                    problem, tail = launcher._validate(first, compiled, key[0], grid, args, self.fixed)
                     if problem is None:
                         entry = _launch_entry(compiled, key[0], tail)
             except Exception as exc:  # noqa: BLE001 - a failed check is a mismatch

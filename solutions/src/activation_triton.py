@@ -33,16 +33,11 @@ from _fast_launch import FastLauncher
 SILU, GELU, GELU_TANH, GELU_TANH_PTX = 0, 1, 2, 3
 
 
-_GELU_TANH_CODE = []  # decided once per process
-
-
-def _gelu_tanh_code():
-    """GELU_TANH_PTX on NVIDIA GPUs; the portable form under Triton's CPU
-    interpreter (no inline PTX there) and on other backends."""
-    if not _GELU_TANH_CODE:
-        interpreting = os.environ.get("TRITON_INTERPRET", "").strip().lower() not in ("", "0", "false", "off", "no")
-        _GELU_TANH_CODE.append(GELU_TANH if interpreting or torch.version.hip is not None else GELU_TANH_PTX)
-    return _GELU_TANH_CODE[0]
+# gelu_tanh's form, decided when the solution loads: the tanh instruction on
+# NVIDIA GPUs; the portable form under Triton's CPU interpreter (no inline PTX
+# there) and on other backends.
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "").strip().lower() not in ("", "0", "false", "off", "no")
+_GELU_TANH_CODE = GELU_TANH if _INTERPRETING or torch.version.hip is not None else GELU_TANH_PTX
 
 
 @triton.jit
@@ -149,4 +144,4 @@ def gelu_and_mul(input, out=None, enable_pdl=None):
 
 def gelu_tanh_and_mul(input, out=None, enable_pdl=None):
     """``gelu_tanh(input[..., :d]) * input[..., d:]`` (tanh approximation)."""
-    return _act_and_mul(input, _gelu_tanh_code(), out)
+    return _act_and_mul(input, _GELU_TANH_CODE, out)
