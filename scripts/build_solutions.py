@@ -34,7 +34,7 @@ DTYPES = ["bfloat16", "float16"]
 # Shipped beside every kernel source in each Solution (the loader puts the
 # solution's folder on sys.path while importing the entry file, so the kernel
 # files import these by plain name at module level).
-SHARED_SOURCES = ("_fast_launch.py", "_rows.py")
+SHARED_SOURCES = ("_fast_launch.py", "_launch_shim.py", "_launch_shim.c", "_rows.py")
 
 
 @dataclass(frozen=True)

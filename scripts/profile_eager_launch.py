@@ -14,6 +14,7 @@ routed calls spend their time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import pstats
@@ -39,16 +40,21 @@ def per_call_us(fn: Callable[[], object], number: int) -> float:
     return (time.perf_counter() - start) / number * 1e6
 
 
-def table(cases: Dict[str, Callable[[], object]], number: int, rounds: int) -> Dict[str, float]:
-    for fn in cases.values():
-        for _ in range(100):
-            fn()
+def table(cases: Dict[str, object], number: int, rounds: int) -> Dict[str, float]:
+    """Median µs per call of each case over interleaved rounds. A case is a
+    callable, or (callable, context manager factory) to run its rounds in."""
+    cases = {name: case if isinstance(case, tuple) else (case, contextlib.nullcontext) for name, case in cases.items()}
+    for fn, context in cases.values():
+        with context():
+            for _ in range(100):
+                fn()
     samples: Dict[str, List[float]] = {name: [] for name in cases}
     gc.disable()
     try:
         for _ in range(rounds):
-            for name, fn in cases.items():
-                samples[name].append(per_call_us(fn, number))
+            for name, (fn, context) in cases.items():
+                with context():
+                    samples[name].append(per_call_us(fn, number))
     finally:
         gc.enable()
     return {name: statistics.median(v) for name, v in samples.items()}
@@ -108,7 +114,8 @@ def main(argv: List[str] | None = None) -> int:
         "C launcher, int pointers": raw(ptr_args),
         "CudaLauncher.__call__": lambda: cl(grid[0], 1, 1, stream, fn_handle, meta, None, None, None, *launch_args),
         "LaunchSite (key + checks + launch)": lambda: site(args.batch, 1, *rt),
-        "LaunchSite.launch (one frame)": lambda: site.launch(args.batch, 1, *rt),
+        "LaunchSite.launch (compiled site if built)": lambda: site.launch(args.batch, 1, *rt),
+        "LaunchSite.python_launch (one Python frame)": lambda: site.python_launch(args.batch, 1, *rt),
         "piece: site key (slow-path twin)": lambda: site._key(rt),
         "piece: x.new_empty(shape)": lambda: x.new_empty((args.batch, args.hidden)),
         "kernel[grid] standard launch": lambda: launcher.kernel[grid](*rt, **kwargs),
@@ -118,17 +125,32 @@ def main(argv: List[str] | None = None) -> int:
         "piece: driver.get_current_stream(dev)": lambda: drv.get_current_stream(device),
         "piece: launcher._options()": launcher._options,
         "piece: launcher._hooks_idle()": launcher._hooks_idle,
-        "piece: the site's device read": site.launch.__globals__["_device"],
+        "piece: the site's device read": site.python_launch.__globals__["_device"],
         "piece: x.data_ptr()": x.data_ptr,
         "piece: torch.cuda.current_device()": torch.cuda.current_device,
         "piece: triton.next_power_of_2": lambda: triton.next_power_of_2(args.hidden),
     }, args.number, args.rounds)
+    original = flashinfer.rmsnorm
     fita.enable_apply({name: solution})
+    few, many = solution.__globals__["_RMSNORM"].sites[args.hidden]
+
+    @contextlib.contextmanager
+    def python_sites():
+        """The sites on their Python launch functions (the compiled site set aside)."""
+        saved = few.launch, many.launch
+        few.launch, many.launch = few.python_launch or few.launch, many.python_launch or many.launch
+        try:
+            yield
+        finally:
+            few.launch, many.launch = saved
+
     try:
         rows.update(table({
             "routed: flashinfer.rmsnorm(x, w)": lambda: flashinfer.rmsnorm(x, w),
             "routed: flashinfer.rmsnorm(x, w, out=out)": lambda: flashinfer.rmsnorm(x, w, out=out),
             "solution(x, w) again (same rounds)": lambda: solution(x, w),
+            "FlashInfer's flashinfer.rmsnorm(x, w) (same rounds)": lambda: original(x, w),
+            "routed, Python launch function in place of the compiled site": (lambda: flashinfer.rmsnorm(x, w), python_sites),
         }, args.number, args.rounds))
         if args.cprofile:
             profile = cProfile.Profile()
@@ -146,7 +168,8 @@ def main(argv: List[str] | None = None) -> int:
     print(f"{'case':48s} {'us/call':>9s}")
     for case, us in rows.items():
         print(f"{case:48s} {us:9.2f}")
-    print(f"launcher: off={launcher.off} fast_calls={launcher.fast_calls} standard_calls={launcher.standard_calls}")
+    print(f"launcher: off={launcher.off} shim_off={launcher.shim_off} fast_calls={launcher.fast_calls} "
+          f"standard_calls={launcher.standard_calls} site.launch={type(site.launch).__name__}")
     print(f"stats: {stats.get('flashinfer.norm.rmsnorm')}")
     if args.cprofile:
         pstats.Stats(profile).sort_stats("tottime").print_stats(30)

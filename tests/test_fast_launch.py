@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import statistics
+import sys
 import time
 import types
 import warnings
@@ -29,10 +30,15 @@ _counter = itertools.count()
 
 
 def load_module():
-    """A fresh copy of _fast_launch (its own launcher registry)."""
+    """A fresh copy of _fast_launch (its own launcher registry), importing
+    its sibling _launch_shim from solutions/src as a solution's folder would."""
     spec = importlib.util.spec_from_file_location(f"_fita_test_fast_launch_{next(_counter)}", SOURCE)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SOURCE.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SOURCE.parent))
     return module
 
 
@@ -129,13 +135,14 @@ def test_bundled_kernel_under_the_interpreter_uses_the_standard_launch():
     assert launcher.fast_calls == 0 and not any(site.ready for site in launcher._sites)
 
 
-def test_every_bundled_solution_ships_the_fast_launch_source():
+def test_every_bundled_solution_ships_the_fast_launch_sources():
     import json
 
-    text = SOURCE.read_text()
+    shared = {name: (SOURCE.parent / name).read_text() for name in ("_fast_launch.py", "_launch_shim.py", "_launch_shim.c")}
     for path in (ROOT / "solutions").rglob("*.json"):
         sources = {s["path"]: s["content"] for s in json.loads(path.read_text())["sources"]}
-        assert sources.get("_fast_launch.py") == text, path
+        for name, text in shared.items():
+            assert sources.get(name) == text, (path, name)
 
 
 # ---------------------------------------------------------------------------
@@ -212,7 +219,8 @@ def fake(fl, monkeypatch):
     monkeypatch.setattr(fl, "_driver", FakeDriver)
     monkeypatch.setattr(fl, "_compiled_kernel_class", lambda: FakeCompiled)
     kernel = FakeJIT()
-    return kernel, fl.FastLauncher(kernel, environ={})
+    # The Python launch function on its own; the compiled site has its own tests.
+    return kernel, fl.FastLauncher(kernel, environ={"FLASHINFER_TRACE_APPLY_LAUNCH_SHIM": "0"})
 
 
 def _site_of(launcher):

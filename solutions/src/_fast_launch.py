@@ -57,6 +57,8 @@ import warnings
 import torch
 import triton
 
+import _launch_shim
+
 __all__ = ["ENV_SWITCH", "VERIFIED_TRITON", "FastLauncher", "LaunchSite", "gate", "triton_version"]
 
 ENV_SWITCH = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
@@ -145,10 +147,20 @@ def _compiled_kernel_class():
     return CompiledKernel
 
 
+def _knob_reads():
+    """(owner, attribute) of each knob Triton folds into a kernel's compile
+    options on every call, owners named as in _knob_expressions' namespace."""
+    reads = [("_rt", "debug"), ("_comp", "instrumentation_mode")]
+    if triton_version()[:2] >= (3, 9):
+        reads.append(("_comp", "fpsan_homomorphic_casts"))
+    return reads
+
+
 def _knob_expressions():
     """(namespace, hooks-idle expression, options expression): Python
     expressions over the running Triton's knobs, compiled into the readers
-    below and into every LaunchSite's launch function (one source of truth).
+    below and into every LaunchSite's launch function (one source of truth;
+    the compiled site reads the same knobs, see _shim_site).
 
     Idle: no launch enter/exit hook (None, or Triton's empty HookChain) and
     no stages-inspection hook. Options: the knobs Triton folds into a
@@ -161,10 +173,8 @@ def _knob_expressions():
          for h in ("_rt.launch_enter_hook", "_rt.launch_exit_hook")]
         + ["getattr(_rt, 'add_stages_inspection_hook', None) is None"]
     )
-    options = "_rt.debug, _comp.instrumentation_mode"
-    if triton_version()[:2] >= (3, 9):
-        options += ", _comp.fpsan_homomorphic_casts"
-    return namespace, f"({idle})", f"({options})"
+    options = ", ".join(f"{owner}.{name}" for owner, name in _knob_reads())
+    return namespace, f"({idle})", f"({options},)"
 
 
 def _knob_readers():
@@ -191,6 +201,7 @@ class FastLauncher:
     def reset(self) -> None:
         """Forget every key and decide the gate again at the next call."""
         self.off = None
+        self.shim_off = None  # or why keys are not handed to the compiled site
         self._decided = False
         self.standard_calls = 0
         for site in self._sites:
@@ -218,6 +229,9 @@ class FastLauncher:
             except Exception as exc:  # noqa: BLE001 - any surprise: standard path
                 reason = f"cannot read Triton's driver or knobs: {exc!r}"
         self.off = reason
+        switch = (os.environ if self._environ is None else self._environ).get(_launch_shim.ENV_SWITCH, "")
+        if switch.strip().lower() in _OFF_WORDS:
+            self.shim_off = f"{_launch_shim.ENV_SWITCH}={switch}"
 
     def _disable(self, reason: str) -> None:
         self.off = reason
@@ -349,7 +363,7 @@ def _site_source(signature: str, idle: str, options: str) -> str:
         "    else:  # its C launch function: device pointers as ints, nothing left to look up",
         "        run(grid_x, grid_y, 1, _stream(device), function, cooperative, pdl, None, None, metadata,",
         f"            None, None, None, {', '.join(direct)}, *tail)",
-        "    _site.fast_calls += 1",
+        "    _site.python_calls += 1",
     ]) + "\n"
 
 
@@ -386,8 +400,17 @@ class LaunchSite:
         self.fixed = dict(fixed)
         self.ready = {}
         self.pending = {}
-        self.fast_calls = 0
+        self.python_launch = None  # the generated launch function, once a key is validated
+        self.python_calls = 0  # fast calls it launched
+        self.shim = None  # the compiled site (_launch_shim), once a key has gone there
+        self._shim_calls_before = 0  # fast calls of compiled sites since dropped
         self.launch = self._launch_slow
+
+    @property
+    def fast_calls(self) -> int:
+        """Calls launched directly (by the Python launch function or the compiled site)."""
+        shim = self.shim.fast_calls if self.shim is not None else 0
+        return self.python_calls + self._shim_calls_before + shim
 
     def _launch_slow(self, grid_x, grid_y, *args):
         """``launch`` until a key is validated (and after the fast path is off)."""
@@ -410,11 +433,16 @@ class LaunchSite:
         """Drop every key: calls take the standard path until keys validate again."""
         self.ready.clear()
         self.pending.clear()
+        if self.shim is not None:
+            self._shim_calls_before += self.shim.fast_calls
+            self.shim.clear()
+            self.shim = None
         self.launch = self._launch_slow
+        self.python_launch = None
 
     def reset(self) -> None:
         self.forget()
-        self.fast_calls = 0
+        self.python_calls = self._shim_calls_before = 0
 
     def __call__(self, grid_x, grid_y, *args):
         return self.launch(grid_x, grid_y, *args)
@@ -458,7 +486,56 @@ class LaunchSite:
             else:
                 self.ready[key] = entry
                 if self.launch == self._launch_slow:
-                    self.launch = self._compile()
+                    self.launch = self.python_launch = self._compile()
+                self._to_shim(key, compiled, entry, args)
+
+    def _to_shim(self, key, compiled, entry, args) -> None:
+        """Hand a validated key to the compiled site as well, where it can
+        launch it: the direct C launch is verified for this Triton (entry
+        has no launcher object), the kernel needs no cluster, cooperative or
+        PDL launch, and every parameter is of a type the site packs. Keys it
+        cannot take stay with the Python launch function, its fallback."""
+        run, function, metadata, cooperative, pdl, _tail, device = entry
+        if self.launcher.shim_off or cooperative is None or cooperative or pdl:
+            return
+        try:
+            num_warps, num_ctas, shared = metadata
+            if num_ctas != 1:
+                return
+            shim = self.shim or self._shim_site()
+            if shim is None:
+                return
+            bound, _specialization, _options = self.launcher.kernel.device_caches[device][4](*args, **self.fixed)
+            params = _launch_shim.params_of(compiled.src.signature, list(bound), list(bound.values()), self.signature)
+            if params is None:
+                return
+            pointer_keys = tuple((a.dtype, a.data_ptr() & 15, a.get_device())
+                                 for kind, a in zip(self.signature, args) if kind == "p")
+            ints = tuple(a for kind, a in zip(self.signature, args) if kind == "i")
+            if shim.add(device, key[1], pointer_keys, ints, function, 32 * num_warps, shared, params):
+                self.launch = shim
+        except Exception as exc:  # noqa: BLE001 - the Python launch function keeps the key
+            self.launcher.shim_off = f"handing a key to the compiled site raised {exc!r}"
+
+    def _shim_site(self):
+        """A compiled site for this LaunchSite (None when _launch_shim cannot
+        be built here): same kinds, same device and stream readers, same
+        knobs and hooks; it falls back to the Python launch function."""
+        module = _launch_shim.load()
+        if module is None:
+            self.launcher.shim_off = _launch_shim.status()
+            return None
+        from triton import knobs
+
+        launcher = self.launcher
+        owners = {"_rt": knobs.runtime, "_comp": knobs.compilation}
+        self.shim = module.Site(
+            kinds=self.signature, fallback=self.python_launch, get_device=_device_reader(launcher._driver),
+            get_stream=launcher._get_stream, kernel=launcher.kernel, runtime=knobs.runtime,
+            chain_type=getattr(knobs, "HookChain", None),
+            knobs=tuple((owners[owner], name) for owner, name in _knob_reads()),
+        )
+        return self.shim
 
     def _key(self, args):
         """The key the launch function computes, for a call it handed over."""

@@ -75,6 +75,7 @@ def _rmsnorm_rows(
 
 
 _RMSNORM_ROWS = FastLauncher(_rmsnorm_rows)
+_empty_like = torch.empty_like
 _MANY_ROWS = 256  # above this many rows the GPU is full and the kernel is bandwidth-bound
 
 
@@ -116,22 +117,28 @@ _RMSNORM, _GEMMA_RMSNORM = _Op(0.0, False), _Op(1.0, False)
 _FUSED_ADD, _GEMMA_FUSED_ADD = _Op(0.0, True), _Op(1.0, True)
 
 
-def _launch(x, residual, weight, y, eps, op):
+def _launch(x, residual, weight, y, eps, op, fresh=False):
     """Normalize the rows of ``x`` into ``y`` (plain), or add ``residual`` and
-    normalize in place (fused: ``y`` is ``x``)."""
-    eps = float(eps)
-    b = residual if op.add else y
-    if x.dim() == 2 and weight.stride(0) == 1 and (not op.add or residual.shape == x.shape):
+    normalize in place (fused: ``y`` is ``x``). ``fresh``: ``y`` was just
+    made by ``empty_like(x)``, so a dense ``x``'s strides are its strides."""
+    shape = x.shape
+    if len(shape) == 2 and weight.is_contiguous():
         # The common case, decided with few reads: 2-D, unit column stride.
-        rows, n = x.shape
+        rows, n = shape
         a_outer, a_col = x.stride()
-        b_outer, b_col = b.stride()
-        if a_col == 1 and b_col == 1:
-            if rows and n:
-                sites = op.sites.get(n) or op.new_sites(n)
-                sites[rows > _MANY_ROWS].launch(rows, 1, x, b, weight, a_outer, 0, b_outer, 0, 1, n, eps)
+        if op.add:
+            b = residual
+            b_outer, b_col = residual.stride() if residual.shape == shape else (0, 0)
+        elif fresh and a_outer == n:
+            b, b_outer, b_col = y, n, a_col
+        else:
+            b = y
+            b_outer, b_col = y.stride()
+        if a_col == 1 and b_col == 1 and rows and n:
+            sites = op.sites.get(n) or op.new_sites(n)
+            sites[rows > _MANY_ROWS].launch(rows, 1, x, b, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
             return
-    _launch_any(x, residual, weight, y, eps, op)
+    _launch_any(x, residual, weight, y, float(eps), op)
 
 
 def _launch_any(x, residual, weight, y, eps, op):
@@ -172,14 +179,22 @@ def _output(x, out):
 
 def rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """``hidden_states / rms(hidden_states) * weight`` along the last axis."""
-    out = torch.empty_like(hidden_states) if out is None else _output(hidden_states, out)
+    if out is None:
+        out = _empty_like(hidden_states)
+        _launch(hidden_states, None, weight, out, eps, _RMSNORM, True)
+        return out
+    out = _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, _RMSNORM)
     return out
 
 
 def gemma_rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
     """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``."""
-    out = torch.empty_like(hidden_states) if out is None else _output(hidden_states, out)
+    if out is None:
+        out = _empty_like(hidden_states)
+        _launch(hidden_states, None, weight, out, eps, _GEMMA_RMSNORM, True)
+        return out
+    out = _output(hidden_states, out)
     _launch(hidden_states, None, weight, out, eps, _GEMMA_RMSNORM)
     return out
 
