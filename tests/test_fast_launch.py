@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import statistics
+import struct
 import sys
 import time
 import types
@@ -407,6 +408,43 @@ def test_site_calls_the_c_launch_directly_only_on_a_verified_triton_without_scra
                                                      x.data_ptr(), *tail[1:])]
 
 
+@pytest.mark.parametrize("switch", ["", "0"])
+def test_a_key_validated_for_the_c_launch_goes_to_the_compiled_site(fl, monkeypatch, switch):
+    """With the compiled site available (not switched off), a key validated
+    for the direct C launch is handed to it, packed as Triton's launcher
+    would pack it; the Python launch function stays behind it as its
+    fallback. Only ``describe`` is called: nothing is launched."""
+    shim = fl._launch_shim
+    if shim.load() is None:
+        pytest.skip(f"the compiled site cannot be built here: {shim.status()}")
+    monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
+    monkeypatch.setattr(fl, "_driver", FakeDriver)
+    monkeypatch.setattr(fl, "_compiled_kernel_class", lambda: FakeCompiled)
+    monkeypatch.setattr(fl, "DIRECT_C_LAUNCH", (fl.triton_version()[:2],))
+    kernel = FakeJIT()
+    launcher = fl.FastLauncher(kernel, environ={shim.ENV_SWITCH: switch})
+    site = launcher.site("pif", BLOCK=4096)
+    x = torch.empty(4096, dtype=torch.bfloat16)
+    _site_call(site, x)
+    (compiled,) = kernel.kernel_cache.values()
+    compiled._run, compiled.function = CudaLauncher(), 0xF00
+    compiled.src = types.SimpleNamespace(
+        signature={"x_ptr": "*bf16", "n": "i32", "eps": "fp32", "BLOCK": "constexpr", "EVEN": "constexpr"})
+    _site_call(site, x)  # the second standard launch validates the key
+    assert launcher.off is None and site.python_launch is not None
+    if switch == "0":
+        assert site.shim is None and site.launch is site.python_launch
+        assert launcher.shim_off == f"{shim.ENV_SWITCH}=0"
+        return
+    assert launcher.shim_off is None and site.launch is site.shim and site.shim.entries == 1
+    described = site.shim.describe(7, 1, x, 4096, 1e-6)
+    assert described[:5] == (0, 7, 1, 32 * 4, 0)  # packed_metadata: 4 warps, 1 CTA, no shared memory
+    cells = struct.unpack("<5Q", described[5])
+    assert cells[:2] == (x.data_ptr(), 4096) and struct.pack("<I", cells[2]) == struct.pack("<f", 1e-6)
+    assert cells[3:] == (0, 0)  # the scratch pointers
+    assert site.shim.describe(7, 1, x, 4097, 1e-6) is None  # another specialization: Python decides
+
+
 def test_site_uses_the_launcher_object_on_an_unverified_triton(fake, fl, monkeypatch):
     kernel, launcher = fake
     monkeypatch.setattr(fl, "DIRECT_C_LAUNCH", ())
@@ -534,11 +572,17 @@ GPU_DEFINITIONS = ["rmsnorm_h4096", "fused_add_rmsnorm_h4096", "gemma_rmsnorm_h2
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("path", ["compiled site", "python launch"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("definition", GPU_DEFINITIONS)
-def test_fast_and_standard_launch_agree_bit_for_bit(definition, dtype):
+def test_fast_and_standard_launch_agree_bit_for_bit(definition, dtype, path):
     fn = _bundled(definition)
     launcher = _launcher_of(fn)
+    module = type(launcher).__init__.__globals__  # the solution's own copy of _fast_launch
+    launcher.reset()
+    launcher._decide()
+    if path == "python launch":
+        launcher.shim_off = "the Python launch function on its own (test)"
     for batch in (1, 3, 127):
         make = _cases(definition, batch, dtype)
         with _Forced(launcher):
@@ -551,6 +595,13 @@ def test_fast_and_standard_launch_agree_bit_for_bit(definition, dtype):
         assert launcher.off is None, launcher.off
         assert launcher.fast_calls > before, f"{definition}: the fast path was not taken"
     torch.cuda.synchronize()
+    by_shim = sum(site.shim.fast_calls for site in launcher._sites if site.shim is not None)
+    by_python = sum(site.python_calls for site in launcher._sites)
+    if path == "python launch":
+        assert by_shim == 0 and by_python > 0
+    elif module["triton_version"]()[:2] in module["DIRECT_C_LAUNCH"]:
+        assert module["_launch_shim"].status() is None, module["_launch_shim"].status()
+        assert by_shim > 0 and by_python == 0, (by_shim, by_python)
 
 
 @pytest.mark.gpu

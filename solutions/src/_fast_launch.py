@@ -40,6 +40,15 @@ Every fast call still checks that no pre-run hook, launch enter/exit hook or
 stages-inspection hook is registered (a profiler such as Proton registers
 them), and takes the standard path if one is.
 
+Compiled site. Where the direct C launch is used, a validated key is also
+handed to a compiled site (``_launch_shim``: built once per machine, see
+there) that keys the call with the same reads in C and calls
+``cuLaunchKernel`` with Triton's parameter layout for that compiled kernel;
+``site.launch`` is then that object, and whatever it does not recognise goes
+to the Python launch function (``site.python_launch``), which decides as
+above. ``FLASHINFER_TRACE_APPLY_LAUNCH_SHIM=0`` keeps the Python launch
+function alone.
+
 When not. The standard path is used for everything when
 ``FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH`` is ``0``/``false``/``off``/``no``,
 when ``TRITON_INTERPRET`` is set, when the kernel is not a plain
