@@ -182,6 +182,9 @@ def test_a_call_with_the_validated_key_is_packed_as_triton_would(shim_module):
     x2, y2 = x.clone(), torch.empty_like(y)
     assert _cells(site.describe(5, 1, x2, y2, 4096, 7, 0.5))[:2] == (x2.data_ptr(), y2.data_ptr())
     assert fallback.calls == []
+    if not torch.cuda.is_available():
+        # No CUDA context to launch in (nor one the key was validated in): the fallback decides.
+        assert site(2, 1, x, y, 4096, 7, 1e-6) == "fallback" and site.fast_calls == 0
 
 
 def test_anything_but_the_exact_key_goes_to_the_fallback(shim_module, monkeypatch):

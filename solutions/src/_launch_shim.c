@@ -42,23 +42,20 @@ static launch_kernel_t cu_launch_kernel = NULL;
 static ctx_get_current_t cu_ctx_get_current = NULL;
 static get_error_string_t cu_get_error_string = NULL;
 
+/* 0 once the driver functions are found, -1 if they cannot be (decided on
+ * the first call, e.g. no libcuda on a machine without a GPU). */
 static int load_driver(void) {
-  if (cu_launch_kernel != NULL) return 0;
-  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (lib == NULL) {
-    PyErr_Format(PyExc_RuntimeError, "launch shim: cannot open libcuda.so.1: %s", dlerror());
-    return -1;
+  static int state = 0;  /* 1 found, -1 not found */
+  if (state == 0) {
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib != NULL) {
+      cu_launch_kernel = (launch_kernel_t)dlsym(lib, "cuLaunchKernel");
+      cu_ctx_get_current = (ctx_get_current_t)dlsym(lib, "cuCtxGetCurrent");
+      cu_get_error_string = (get_error_string_t)dlsym(lib, "cuGetErrorString");
+    }
+    state = cu_launch_kernel != NULL && cu_ctx_get_current != NULL ? 1 : -1;
   }
-  launch_kernel_t launch = (launch_kernel_t)dlsym(lib, "cuLaunchKernel");
-  ctx_get_current_t ctx = (ctx_get_current_t)dlsym(lib, "cuCtxGetCurrent");
-  cu_get_error_string = (get_error_string_t)dlsym(lib, "cuGetErrorString");
-  if (launch == NULL || ctx == NULL) {
-    PyErr_SetString(PyExc_RuntimeError, "launch shim: libcuda.so.1 lacks cuLaunchKernel or cuCtxGetCurrent");
-    return -1;
-  }
-  cu_ctx_get_current = ctx;
-  cu_launch_kernel = launch;
-  return 0;
+  return state == 1 ? 0 : -1;
 }
 
 /* How one kernel parameter is filled: from a call's pointer or float slot,
@@ -72,7 +69,8 @@ typedef struct {
 } Param;
 
 typedef struct {
-  long device;
+  long device;                        /* the device index it was validated on... */
+  CUcontext ctx;                      /* ...and that device's context, current then */
   PyObject *options;                  /* tuple: the knob values this key was validated with */
   PyObject *dtypes[MAX_SLOTS];        /* per pointer slot (borrowed from `keep`) */
   int aligns[MAX_SLOTS];              /* per pointer slot: data_ptr() % 16 */
@@ -108,7 +106,8 @@ typedef struct {
   long long ints[MAX_SLOTS];
   double floats[MAX_SLOTS];
   PyObject *options[MAX_KNOBS];
-  long device;
+  long device;    /* read_call with by_context == 0 */
+  CUcontext ctx;  /* by_context == 1 */
 } Call;
 
 static void call_release(Call *c, int n_pointers, int n_knobs) {
@@ -161,15 +160,20 @@ static int as_long(PyObject *value, long *out) {
 }
 
 /* Read the call's key: 0 on success, -1 when the call is not one this site
- * can key (an exception may be set; the caller clears it and falls back). */
-static int read_call(Site *self, PyObject *const *args, Call *c) {
+ * can key (an exception may be set; the caller clears it and falls back).
+ * The current device is read through get_device, or (by_context, when
+ * launching) stands as the current CUDA context, set by the caller: each
+ * device's primary context is the one current while torch has it selected,
+ * so an equal context means the device the key was validated on (and any
+ * other context, e.g. on another device, falls back). */
+static int read_call(Site *self, PyObject *const *args, Call *c, int by_context) {
   int idle = hooks_idle(self);
   if (idle != 1) return -1;
   for (int k = 0; k < self->n_knobs; k++) {
     c->options[k] = PyObject_GetAttr(self->knob_owner[k], self->knob_name[k]);
     if (c->options[k] == NULL) return -1;
   }
-  if (as_long(PyObject_CallNoArgs(self->get_device), &c->device) < 0) return -1;
+  if (!by_context && as_long(PyObject_CallNoArgs(self->get_device), &c->device) < 0) return -1;
   int p = 0, i = 0, f = 0;
   for (int s = 0; s < self->n_slots; s++) {
     PyObject *a = args[s];
@@ -204,11 +208,11 @@ static int read_call(Site *self, PyObject *const *args, Call *c) {
 }
 
 /* The entry whose key equals the call's, or NULL (-1 error: exception set). */
-static Entry *match(Site *self, Call *c, int *error) {
+static Entry *match(Site *self, Call *c, int by_context, int *error) {
   *error = 0;
   for (int e = 0; e < self->n_entries; e++) {
     Entry *en = &self->entries[e];
-    if (en->device != c->device) continue;
+    if (by_context ? en->ctx == NULL || en->ctx != c->ctx : en->device != c->device) continue;
     int same = 1;
     for (int p = 0; same && p < self->n_pointers; p++)
       same = en->dtypes[p] == c->dtypes[p] && en->aligns[p] == (int)(c->pointers[p] & 15) &&
@@ -258,7 +262,7 @@ static PyObject *fall_back(Site *self, PyObject *const *args, size_t nargsf, PyO
 
 /* Parse the grid and the call; the matching entry or NULL (fall back). */
 static Entry *prepare(Site *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Call *c,
-                      long *gx, long *gy) {
+                      int by_context, long *gx, long *gy) {
   memset(c->dtypes, 0, sizeof(c->dtypes));  /* call_release runs on every path */
   memset(c->options, 0, sizeof(c->options));
   if (kwnames != NULL || nargs != 2 + self->n_slots) return NULL;
@@ -266,9 +270,9 @@ static Entry *prepare(Site *self, PyObject *const *args, Py_ssize_t nargs, PyObj
   *gx = PyLong_AsLong(args[0]);
   *gy = PyLong_AsLong(args[1]);
   if (PyErr_Occurred() || *gx <= 0 || *gy <= 0 || *gx > 0x7fffffffL || *gy > 65535) return NULL;
-  if (read_call(self, args + 2, c) < 0) return NULL;
+  if (read_call(self, args + 2, c, by_context) < 0) return NULL;
   int error;
-  return match(self, c, &error);
+  return match(self, c, by_context, &error);
 }
 
 static PyObject *site_vectorcall(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -276,17 +280,16 @@ static PyObject *site_vectorcall(PyObject *obj, PyObject *const *args, size_t na
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   Call c;
   long gx = 0, gy = 0;
-  Entry *en = prepare(self, args, nargs, kwnames, &c, &gx, &gy);
-  if (en == NULL || load_driver() < 0) {
+  c.ctx = NULL;
+  /* No driver or no current context (Triton's launcher would set one up):
+   * nothing can match, let the fallback decide. */
+  if (load_driver() < 0 || cu_ctx_get_current(&c.ctx) != 0 || c.ctx == NULL) return fall_back(self, args, nargsf, kwnames);
+  Entry *en = prepare(self, args, nargs, kwnames, &c, 1, &gx, &gy);
+  if (en == NULL) {
     call_release(&c, self->n_pointers, self->n_knobs);
     return fall_back(self, args, nargsf, kwnames);
   }
-  CUcontext ctx = NULL;
-  if (cu_ctx_get_current(&ctx) != 0 || ctx == NULL) {  /* Triton's launcher would set one up: let it */
-    call_release(&c, self->n_pointers, self->n_knobs);
-    return fall_back(self, args, nargsf, kwnames);
-  }
-  PyObject *device = PyLong_FromLong(c.device);
+  PyObject *device = PyLong_FromLong(en->device);
   PyObject *stream_obj = device ? PyObject_CallOneArg(self->get_stream, device) : NULL;
   Py_XDECREF(device);
   uint64_t stream = 0;
@@ -315,13 +318,14 @@ static PyObject *site_vectorcall(PyObject *obj, PyObject *const *args, size_t na
 }
 
 /* site.describe(grid_x, grid_y, *args): what a call would launch, without
- * launching: None (it would fall back) or (entry index, grid_x, grid_y,
+ * launching (the current device read through get_device, not the context,
+ * so it works without a GPU): None (it would fall back) or (entry index, grid_x, grid_y,
  * block_x, shared, params as bytes). For tests and debugging. */
 static PyObject *site_describe(PyObject *obj, PyObject *const *args, Py_ssize_t nargs) {
   Site *self = (Site *)obj;
   Call c;
   long gx = 0, gy = 0;
-  Entry *en = prepare(self, args, nargs, NULL, &c, &gx, &gy);
+  Entry *en = prepare(self, args, nargs, NULL, &c, 0, &gx, &gy);
   if (en == NULL) {
     call_release(&c, self->n_pointers, self->n_knobs);
     if (PyErr_Occurred()) PyErr_Clear();
@@ -359,6 +363,10 @@ static PyObject *site_add(PyObject *obj, PyObject *args) {
   Entry en;
   memset(&en, 0, sizeof(en));
   en.device = device;
+  /* The context current now, in the thread that just launched this key the
+   * standard way; none (no driver, e.g. on a machine without a GPU): the key
+   * is kept for describe() but never launched. */
+  if (load_driver() < 0 || cu_ctx_get_current(&en.ctx) != 0) en.ctx = NULL;
   en.function = (CUfunction)(uintptr_t)function;
   en.block_x = block_x;
   en.shared = shared;

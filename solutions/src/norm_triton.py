@@ -117,30 +117,6 @@ _RMSNORM, _GEMMA_RMSNORM = _Op(0.0, False), _Op(1.0, False)
 _FUSED_ADD, _GEMMA_FUSED_ADD = _Op(0.0, True), _Op(1.0, True)
 
 
-def _launch(x, residual, weight, y, eps, op, fresh=False):
-    """Normalize the rows of ``x`` into ``y`` (plain), or add ``residual`` and
-    normalize in place (fused: ``y`` is ``x``). ``fresh``: ``y`` was just
-    made by ``empty_like(x)``, so a dense ``x``'s strides are its strides."""
-    shape = x.shape
-    if len(shape) == 2 and weight.is_contiguous():
-        # The common case, decided with few reads: 2-D, unit column stride.
-        rows, n = shape
-        a_outer, a_col = x.stride()
-        if op.add:
-            b = residual
-            b_outer, b_col = residual.stride() if residual.shape == shape else (0, 0)
-        elif fresh and a_outer == n:
-            b, b_outer, b_col = y, n, a_col
-        else:
-            b = y
-            b_outer, b_col = y.stride()
-        if a_col == 1 and b_col == 1 and rows and n:
-            sites = op.sites.get(n) or op.new_sites(n)
-            sites[rows > _MANY_ROWS].launch(rows, 1, x, b, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
-            return
-    _launch_any(x, residual, weight, y, float(eps), op)
-
-
 def _launch_any(x, residual, weight, y, eps, op):
     """Any layout: rows addressed by (outer, inner) strides, or contiguous copies."""
     n = x.shape[-1]
@@ -177,38 +153,65 @@ def _output(x, out):
     return out
 
 
-def rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
-    """``hidden_states / rms(hidden_states) * weight`` along the last axis."""
-    if out is None:
-        out = _empty_like(hidden_states)
-        _launch(hidden_states, None, weight, out, eps, _RMSNORM, True)
+def _plain(op, name, doc):
+    """The entry point of a plain op (rmsnorm, gemma_rmsnorm): the common
+    case (2-D, unit column strides) decided and launched in its own frame,
+    with as few tensor reads as it takes; any other layout in _launch_any."""
+    sites, new_sites = op.sites, op.new_sites
+
+    def entry(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
+        x = hidden_states
+        shape = x.shape
+        fresh = out is None
+        out = _empty_like(x) if fresh else _output(x, out)
+        if len(shape) == 2 and weight.is_contiguous():
+            rows, n = shape
+            a_outer, a_col = x.stride()
+            # empty_like keeps a dense input's strides: nothing to read back.
+            b_outer, b_col = (n, a_col) if fresh and a_outer == n else out.stride()
+            if a_col == 1 and b_col == 1 and rows and n:
+                pair = sites.get(n) or new_sites(n)
+                pair[rows > _MANY_ROWS].launch(rows, 1, x, out, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
+                return out
+        _launch_any(x, None, weight, out, float(eps), op)
         return out
-    out = _output(hidden_states, out)
-    _launch(hidden_states, None, weight, out, eps, _RMSNORM)
-    return out
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    return entry
 
 
-def gemma_rmsnorm(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
-    """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``."""
-    if out is None:
-        out = _empty_like(hidden_states)
-        _launch(hidden_states, None, weight, out, eps, _GEMMA_RMSNORM, True)
-        return out
-    out = _output(hidden_states, out)
-    _launch(hidden_states, None, weight, out, eps, _GEMMA_RMSNORM)
-    return out
+def _fused(op, name, doc):
+    """The entry point of a fused op (fused_add_rmsnorm and its Gemma form),
+    in place: the common case in its own frame, as in _plain."""
+    sites, new_sites = op.sites, op.new_sites
+
+    def entry(hidden_states, residual, weight, eps=1e-6, enable_pdl=None):
+        shape = hidden_states.shape
+        if len(shape) == 2 and residual.shape == shape and weight.is_contiguous():
+            rows, n = shape
+            a_outer, a_col = hidden_states.stride()
+            b_outer, b_col = residual.stride()
+            if a_col == 1 and b_col == 1 and rows and n:
+                pair = sites.get(n) or new_sites(n)
+                pair[rows > _MANY_ROWS].launch(rows, 1, hidden_states, residual, weight, a_outer, 0, b_outer, 0, 1, n,
+                                               float(eps))
+                return hidden_states, residual
+        _launch_any(hidden_states, residual, weight, hidden_states, float(eps), op)
+        return hidden_states, residual
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    return entry
 
 
-def fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6, enable_pdl=None):
+rmsnorm = _plain(_RMSNORM, "rmsnorm", """``hidden_states / rms(hidden_states) * weight`` along the last axis.""")
+gemma_rmsnorm = _plain(
+    _GEMMA_RMSNORM, "gemma_rmsnorm", """Gemma's RMSNorm: ``hidden_states / rms(hidden_states) * (weight + 1)``.""")
+fused_add_rmsnorm = _fused(
+    _FUSED_ADD, "fused_add_rmsnorm",
     """``residual += hidden_states; hidden_states = rmsnorm(residual) * weight``,
     both in place (the sum is normalized before rounding); returns
-    ``(hidden_states, residual)``."""
-    _launch(hidden_states, residual, weight, hidden_states, eps, _FUSED_ADD)
-    return hidden_states, residual
-
-
-def gemma_fused_add_rmsnorm(hidden_states, residual, weight, eps=1e-6, enable_pdl=None):
-    """As ``fused_add_rmsnorm`` with Gemma's ``(weight + 1)`` scale."""
-    _launch(hidden_states, residual, weight, hidden_states, eps, _GEMMA_FUSED_ADD)
-    return hidden_states, residual
-
+    ``(hidden_states, residual)``.""")
+gemma_fused_add_rmsnorm = _fused(
+    _GEMMA_FUSED_ADD, "gemma_fused_add_rmsnorm", """As ``fused_add_rmsnorm`` with Gemma's ``(weight + 1)`` scale.""")
