@@ -3,7 +3,7 @@ launch configurations, next to FlashInfer's own kernel, on one GPU in one
 process: the evidence behind the tile and warp choices in
 ``solutions/src/norm_triton.py`` and ``solutions/src/activation_triton.py``.
 
-    python scripts/sweep_kernel_configs.py [--json OUT.json]
+    python scripts/sweep_kernel_configs.py [--only act] [--act-cases silu_and_mul:12288 ...] [--json OUT.json]
 
 Timing as in ``bench_solutions.py`` (calls captured in a CUDA graph,
 replayed, CUDA events). Each row: FlashInfer µs, then per configuration
@@ -71,10 +71,19 @@ def norm_rows(norm, args) -> List[Dict[str, Any]]:
     return rows
 
 
+# Tile and warp choices tried for the activations: 4 to 16 elements a thread.
+ACT_CONFIGS = [(block, warps) for block in (256, 512, 1024, 2048, 4096) for warps in (1, 2, 4, 8, 16)
+               if 4 <= block // (32 * warps) <= 16]
+
+
 def act_rows(act, args) -> List[Dict[str, Any]]:
     rows = []
-    for op, code, h in (("silu_and_mul", 0, 28672), ("gelu_tanh_and_mul", 2, 28672)):
-        for dtype in (torch.bfloat16, torch.float16):
+    codes = {"silu_and_mul": 0, "gelu_and_mul": 1, "gelu_tanh_and_mul": act.GELU_TANH_PTX}
+    for spec in args.act_cases:
+        op, h = spec.rsplit(":", 1)
+        h = int(h)
+        code = codes[op]
+        for dtype in [getattr(torch, name) for name in args.act_dtypes]:
             for batch in args.act_batches:
                 d = h // 2
                 x = torch.randn(batch, h, device="cuda", dtype=dtype)
@@ -83,16 +92,21 @@ def act_rows(act, args) -> List[Dict[str, Any]]:
                 fi = getattr(flashinfer, op)
                 row = {"op": op, "n": h, "dtype": str(dtype).split(".")[-1], "batch": batch,
                        "flashinfer_us": kernel_us(lambda: fi(x, out=y), moved, args.budget_ms)}
-                for block in (1024, 2048, 4096):
-                    for warps in (4, 8):
-                        def call(block=block, warps=warps):
-                            act._act_and_mul_rows[(batch, -(-d // block))](
-                                x, y, h, 0, 1, d, BLOCK=block, EVEN=d % block == 0, ACT=code, num_warps=warps,
-                            )
-                        row[f"b{block}w{warps}"] = row["flashinfer_us"] / kernel_us(call, moved, args.budget_ms)
+                for block, warps in ACT_CONFIGS:
+                    if block > 2 * triton_next_power_of_2(d):
+                        continue
+                    def call(block=block, warps=warps):
+                        act._act_and_mul_rows[(batch, -(-d // block))](
+                            x, y, h, 0, 1, d, BLOCK=block, EVEN=d % block == 0, ACT=code, num_warps=warps,
+                        )
+                    row[f"b{block}w{warps}"] = row["flashinfer_us"] / kernel_us(call, moved, args.budget_ms)
                 rows.append(row)
                 print(_line(row), flush=True)
     return rows
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
 
 
 def _line(row: Dict[str, Any]) -> str:
@@ -104,10 +118,18 @@ def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norm-batches", type=int, nargs="+", default=[1, 16, 256, 1024, 4096, 16384])
     parser.add_argument("--act-batches", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
+    parser.add_argument("--act-cases", nargs="+", default=["silu_and_mul:28672", "gelu_tanh_and_mul:28672"],
+                        help="op:gated width pairs for the activation sweep")
+    parser.add_argument("--act-dtypes", nargs="+", default=["bfloat16", "float16"])
+    parser.add_argument("--only", choices=["norm", "act"], help="sweep one family only")
     parser.add_argument("--budget-ms", type=float, default=20.0)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    rows = norm_rows(_module("norm_triton"), args) + act_rows(_module("activation_triton"), args)
+    rows = []
+    if args.only != "act":
+        rows += norm_rows(_module("norm_triton"), args)
+    if args.only != "norm":
+        rows += act_rows(_module("activation_triton"), args)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
     return 0
