@@ -117,18 +117,21 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
 def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map: Dict[str, Any]) -> Any:
     """Rules and hardware support per registered name; reports, once, what
     will not be routed here or not be checked per call."""
-    from .definitions import rules_from_definition  # noqa: PLC0415
+    from .definitions import add_applies_when, rules_from_definition  # noqa: PLC0415
     from .dispatch import RoutingContext  # noqa: PLC0415
     from .hardware import current_sm, read_targets  # noqa: PLC0415
 
     sm = current_sm()
     rules = {name: rules_from_definition(d) for name, d in definition_map.items() if name in mapping}
     hardware = {}
-    excluded, unreadable = [], []
+    excluded, unreadable, unusable = [], [], []
     for name, value in mapping.items():
         spec = getattr(value, "spec", None)
         if spec is None:
             continue
+        if spec.applies_when:
+            rules[name], problems = add_applies_when(rules.get(name), name, spec.applies_when, definition_map.get(name))
+            unusable += problems
         support = read_targets(spec.target_hardware)
         hardware[name] = support
         unreadable += [f"{name}: {e!r}" for e in support.unreadable]
@@ -138,6 +141,9 @@ def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map:
         warn(f"not routed on this GPU (sm{sm}): {', '.join(excluded)}; such calls count as fallback_unsupported_arch", stacklevel=5)
     if unreadable:
         warn(f"target_hardware entries not understood (ignored): {', '.join(unreadable)}", stacklevel=5)
+    if unusable:
+        warn(f"not routed, the original runs instead: {'; '.join(unusable)}; such calls count as fallback_constraint",
+             stacklevel=5)
     unchecked = [f"{n}: {c!r}" for n, r in rules.items() for c in r.unchecked]
     if unchecked:
         warn(

@@ -329,15 +329,21 @@ def _disable() -> None:
         api.disable_apply()
 
 
-def _not_routed(definition: str, api_name: str, stats: Dict[str, Dict[str, int]], said: List[str]) -> Tuple[str, str]:
+def _not_routed(definition: str, api_name: str, stats: Dict[str, Dict[str, int]], said: List[str],
+                solution: Any = None) -> Tuple[str, str]:
     """(result, detail) for a call that did not reach the solution."""
     for message in said:
         if "cannot be routed" in message and definition in message:
             reason = message.split("cannot be routed:", 1)[-1].strip()
             return "skip", f"not routable: {reason}"[:300]
+        if "not routed, the original runs instead" in message and definition in message:
+            return "fail", message[:300]  # an applies_when that cannot be read
     counts = {k: v for k, v in stats.get(api_name, {}).items() if v and k != "hit"}
     if counts.get("fallback_unsupported_arch"):
         return "skip", "the solution's target_hardware excludes this GPU"
+    applies_when = getattr(getattr(solution, "spec", None), "applies_when", ())
+    if counts.get("fallback_constraint") and applies_when:
+        return "skip", f"outside the solution's applies_when {list(applies_when)}: the original runs"
     return "fail", "the call was not routed to the solution" + (f" ({counts})" if counts else "")
 
 
@@ -366,13 +372,24 @@ def check_one(
         said = _enable(definition, solution, definition_json)
         try:
             public = getattr(spec.owner, spec.attr)
-            result = public(**call_inputs)
+            try:
+                result = public(**call_inputs)
+            except Exception:
+                # Not routed, and the original failed (on CPU FlashInfer needs CUDA): a
+                # call the solution declines is a skip, anything else the error it is.
+                row.stats = api.stats()
+                if not row.stats.get(spec.fi_api, {}).get("hit", 0):
+                    verdict = _not_routed(definition, spec.fi_api, row.stats, said, solution)
+                    if verdict[0] == "skip":
+                        row.result, row.detail = verdict
+                        return row
+                raise
             row.stats = api.stats()
             hits = row.stats.get(spec.fi_api, {}).get("hit", 0)
         finally:
             _disable()
         if hits != 1:
-            row.result, row.detail = _not_routed(definition, spec.fi_api, row.stats or {}, said)
+            row.result, row.detail = _not_routed(definition, spec.fi_api, row.stats or {}, said, solution)
             return row
         actual = _written_buffers(spec, template, call_inputs) if result is None else result
         refs, acts = _as_list(reference), _as_list(actual)

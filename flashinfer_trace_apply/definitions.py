@@ -101,6 +101,35 @@ def rules_from_definition(definition: Mapping[str, Any]) -> DefinitionRules:
     return rules
 
 
+# Stands for a solution's applies_when that cannot be checked: never holds,
+# so the original runs rather than the solution outside its declared range.
+NEVER = Constraint(text="False", axes=(), source="False")
+
+
+def add_applies_when(rules: Optional[DefinitionRules], name: str, texts: Tuple[str, ...],
+                     definition: Optional[Mapping[str, Any]]) -> Tuple[DefinitionRules, List[str]]:
+    """``rules`` (made if None) with a solution's ``spec.applies_when``
+    added: each expression parsed over the definition's axes and kept with
+    the constraints of its kind. Returns (rules, problems): an expression
+    that cannot be parsed, reads an axis the definition lacks, or comes with
+    no Definition at all is a problem, and the solution is then never routed
+    (``NEVER``), since where it holds cannot be told."""
+    rules = rules if rules is not None else DefinitionRules(name=name)
+    problems: List[str] = []
+    axes = {k: (v or {}).get("type", "var") for k, v in ((definition or {}).get("axes") or {}).items()}
+    for text in texts:
+        constraint = parse_constraint(text, axes) if definition is not None else None
+        if constraint is None:
+            why = "no Definition to read its axes from" if definition is None else "not an expression over the definition's axes"
+            problems.append(f"{name}: applies_when {text!r}: {why}")
+            constraint = NEVER
+        if all(axes.get(a) == "const" for a in constraint.axes):
+            rules.const_constraints.append(constraint)
+        else:
+            rules.call_constraints.append(constraint)
+    return rules, problems
+
+
 _SAFE_BUILTINS = {"min": min, "max": max, "abs": abs, "int": int}
 
 

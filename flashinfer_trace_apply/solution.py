@@ -127,6 +127,10 @@ class BuildSpec:
     dependencies: tuple[str, ...] = ()
     destination_passing_style: bool = False
     binding: str | None = None
+    # Our extension: constraints over the definition's axes (as in a
+    # Definition's "constraints") saying where this solution should run,
+    # e.g. ["num_tokens <= 128"]; elsewhere the original kernel runs.
+    applies_when: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Field names carry the "spec." prefix: a BuildSpec only ever appears
@@ -187,6 +191,11 @@ class BuildSpec:
                 )
         object.__setattr__(self, "binding", binding)
 
+        applies_when = _str_tuple(self.applies_when, "spec.applies_when")
+        if any(not text.strip() for text in applies_when):
+            raise SolutionFormatError("must not contain empty expressions", field="spec.applies_when")
+        object.__setattr__(self, "applies_when", applies_when)
+
     @property
     def is_python_family(self) -> bool:
         """True when loaded by importing Python; False for C++/CUDA builds."""
@@ -216,6 +225,7 @@ class BuildSpec:
             dependencies=data.get("dependencies") or (),
             destination_passing_style=data.get("destination_passing_style", False),
             binding=data.get("binding"),
+            applies_when=data.get("applies_when") or (),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +236,8 @@ class BuildSpec:
             "dependencies": list(self.dependencies),
             "destination_passing_style": self.destination_passing_style,
             "binding": self.binding,
+            # Written only when set: other readers of the schema never see it.
+            **({"applies_when": list(self.applies_when)} if self.applies_when else {}),
         }
 
 

@@ -74,8 +74,10 @@ GEMMA_SIZES = {
 }
 # Gated activations: the definition's const axis is the gated input width,
 # twice the MLP intermediate size of one GPU (intermediate / tensor-parallel).
+# Not bundled: 2 * 3584 (Llama-3.1-70B at TP8). Our kernel was slower than
+# FlashInfer's there at every batch size on an H100 (0.77-0.96x kernel time,
+# docs/benchmarks.md), so routing it would be a regression.
 SILU_SIZES = {
-    2 * 3584: "Llama-3.1-70B at TP8",
     2 * 6144: "Qwen3-1.7B",
     2 * 7168: "Llama-3.1-70B at TP4",
     2 * 8192: "Llama-3.2-1B, Llama-3.2-3B",
@@ -107,6 +109,14 @@ GELU_SIZES = {
     2 * 14336: "Gemma-2-9B with exact GELU",
     2 * 16384: "Gemma-2B",
     2 * 24576: "Gemma-7B",
+}
+# Where a bundled solution is routed (spec.applies_when), for shapes where
+# FlashInfer's kernel is faster over part of the batch range: measured on an
+# H100 with scripts/bench_solutions.py (docs/benchmarks.md); above the
+# bound FlashInfer's kernel is 11-29% faster (rows resident in L2).
+APPLIES_WHEN = {
+    "silu_and_mul_h12288": ["num_tokens <= 128"],
+    "gelu_tanh_and_mul_h43008": ["num_tokens <= 128"],
 }
 ROPE_HEAD_SIZES = {
     64: "Llama-3.2-1B, Qwen2.5-0.5B",
@@ -306,6 +316,7 @@ def definition_for(op: Op, value: int) -> dict:
 
 def solution_for(op: Op, value: int) -> dict:
     definition = f"{op.prefix}{value}"
+    applies_when = {"applies_when": APPLIES_WHEN[definition]} if definition in APPLIES_WHEN else {}
     return {
         "name": f"fita_{definition}_triton",
         "definition": definition,
@@ -317,6 +328,7 @@ def solution_for(op: Op, value: int) -> dict:
             "entry_point": f"{op.source}::{op.entry}",
             "dependencies": ["triton >= 3.0", "torch >= 2.4"],
             "destination_passing_style": False,
+            **applies_when,
         },
         "sources": [{"path": path, "content": (SOURCES / path).read_text()} for path in (op.source, *SHARED_SOURCES)],
     }

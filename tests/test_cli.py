@@ -61,6 +61,29 @@ def test_check_table_shows_timings_when_there_are_some():
     assert summarize(rows)[0].speedup == 1.25
 
 
+def test_check_skips_calls_outside_a_solutions_applies_when(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from solution_files import RMSNORM_SOURCE, solution_dict, write_solution
+
+    payload = solution_dict("rmsnorm_h128", RMSNORM_SOURCE, name="small_batches")
+    payload["spec"]["applies_when"] = ["batch_size <= 2"]
+    write_solution(tmp_path, "small.json", payload)
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "rmsnorm_h128.json").write_text(json.dumps({
+        "name": "rmsnorm_h128",
+        "axes": {"batch_size": {"type": "var"}, "hidden_size": {"type": "const", "value": 128}},
+        "inputs": {"hidden_states": {"shape": ["batch_size", "hidden_size"], "dtype": ["bfloat16", "float16"]},
+                   "weight": {"shape": ["hidden_size"], "dtype": ["bfloat16", "float16"]}},
+        "outputs": {"output": {"shape": ["batch_size", "hidden_size"]}},
+    }))
+    done = _run("check", str(tmp_path), "--json")  # CPU batches: 1 (routed) and 3 (outside)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {(r["dtype"], r["batch"]): r for r in json.loads(done.stdout)["rows"]}
+    assert {k: r["result"] for k, r in rows.items()} == {
+        ("bfloat16", 1): "pass", ("bfloat16", 3): "skip", ("float16", 1): "pass", ("float16", 3): "skip"}
+    assert "outside the solution's applies_when ['batch_size <= 2']" in rows[("bfloat16", 3)]["detail"]
+
+
 def test_check_fails_on_a_wrong_solution(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from solution_files import solution_dict, write_solution

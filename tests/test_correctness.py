@@ -5,6 +5,7 @@ each test shows what this plugin does instead."""
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 
 import pytest
@@ -265,6 +266,47 @@ def test_const_axis_constraint_is_decided_once_per_shape():
     fita.enable_apply({"rmsnorm_h64": lambda hidden_states, weight: calls.append(1)}, definitions={"rmsnorm_h64": definition})
     original_refuses_cpu(lambda: flashinfer.rmsnorm(torch.randn(2, 64, dtype=torch.bfloat16), torch.randn(64, dtype=torch.bfloat16)))
     assert calls == [] and fita.stats()["flashinfer.norm.rmsnorm"]["fallback_constraint"] == 1
+
+
+def test_a_solution_runs_only_where_its_applies_when_holds():
+    """spec.applies_when (our extension): a solution declares the calls it
+    should take, e.g. the batch sizes where it beats the original; other
+    calls run the original, counted as fallback_constraint, and a range that
+    cannot be read keeps the solution off rather than routing it everywhere."""
+    from flashinfer_trace_apply.solution import Solution
+
+    from solution_files import RMSNORM_SOURCE, solution_dict
+
+    payload = solution_dict("rmsnorm_h64", RMSNORM_SOURCE)
+    payload["spec"]["applies_when"] = ["batch_size <= 4", "hidden_size % 64 == 0"]
+    solution = Solution.from_dict(payload)
+    assert Solution.from_dict(solution.to_dict()).spec.applies_when == ("batch_size <= 4", "hidden_size % 64 == 0")
+    fita.enable_apply({"rmsnorm_h64": solution}, definitions={"rmsnorm_h64": _rmsnorm_definition()})
+    x, w = torch.randn(4, 64, dtype=torch.bfloat16), torch.randn(64, dtype=torch.bfloat16)
+    assert torch.allclose(flashinfer.rmsnorm(x, w).float(), torch_rmsnorm(x, w).float(), atol=0.02)
+    original_refuses_cpu(lambda: flashinfer.rmsnorm(torch.randn(5, 64, dtype=torch.bfloat16), w))
+    counts = fita.stats()["flashinfer.norm.rmsnorm"]
+    assert counts["hit"] == 1 and counts["fallback_constraint"] == 1
+
+    for definitions, said in [(None, "no Definition"), ({"rmsnorm_h64": _rmsnorm_definition()}, "not an expression")]:
+        payload["spec"]["applies_when"] = ["num_tokens <= 4"] if definitions else ["batch_size <= 4"]
+        with pytest.warns(TraceApplyWarning, match=f"not routed, the original runs instead: rmsnorm_h64: applies_when .*{said}"):
+            fita.enable_apply({"rmsnorm_h64": Solution.from_dict(payload)}, definitions=definitions)
+        original_refuses_cpu(lambda: flashinfer.rmsnorm(x, w))
+        assert fita.stats()["flashinfer.norm.rmsnorm"]["fallback_constraint"] == 1
+
+
+def test_applies_when_must_be_a_list_of_expressions():
+    from flashinfer_trace_apply.errors import SolutionFormatError
+    from flashinfer_trace_apply.solution import Solution
+
+    from solution_files import RMSNORM_SOURCE, solution_dict
+
+    for bad, field in [("batch_size <= 4", "spec.applies_when"), ([4], "spec.applies_when[0]"), ([" "], "spec.applies_when")]:
+        payload = solution_dict("rmsnorm_h64", RMSNORM_SOURCE)
+        payload["spec"]["applies_when"] = bad
+        with pytest.raises(SolutionFormatError, match=re.escape(field)):
+            Solution.from_dict(payload)
 
 
 def _planned_mla_wrapper(batch_requests):
