@@ -466,6 +466,25 @@ def metadata(argv: List[str]) -> Dict[str, Any]:
     }
 
 
+def merge_rows(reports: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows of several reports: a later report's rows for a (definition,
+    dtype) replace an earlier one's (a re-run after a change), and rows of
+    definitions the bundled folder no longer has are left out."""
+    import flashinfer_trace_apply as fita  # noqa: PLC0415
+
+    bundled = set(fita.load_solutions(fita.bundled_solutions_path()))
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for rep in reports:
+        fresh: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        for row in rep["rows"]:
+            fresh.setdefault((row["definition"], row["dtype"]), []).append(row)
+        groups.update(fresh)
+    gone = sorted({d for d, _ in groups if d not in bundled})
+    if gone:
+        print(f"left out, no longer bundled: {', '.join(gone)}", file=sys.stderr)
+    return [row for (definition, _), rows in groups.items() if definition in bundled for row in rows]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -487,7 +506,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.from_json:
         reports = [json.loads(Path(p).read_text()) for p in args.from_json]
-        report = {"meta": reports[0]["meta"], "rows": [r for rep in reports for r in rep["rows"]]}
+        report = {"meta": reports[0]["meta"], "rows": merge_rows(reports)}
         if len(reports) > 1:
             report["meta"] = dict(report["meta"], command="\n".join(rep["meta"]["command"] for rep in reports))
     else:

@@ -136,3 +136,20 @@ def test_bench_report_renders_and_updates_only_its_docs_section(tmp_path):
     assert text.count("## Bundled solutions") == 1
     assert "below 0.9x at batch 4096" in text and "eager call at batch 1: original/solution 0.67x (9.8 us vs 14.6 us)" in text
     assert "| rmsnorm_h4096 | bfloat16 | 4096 | 40.00 | 50.00 | 0.80x |" in text
+
+    # A re-run replaces the first run's rows of that definition and dtype;
+    # definitions no longer bundled are left out; outside applies_when is marked.
+    rerun = [dict(r, solution_us=r["original_us"], speedup=1.0, routed=False, outside_applies_when=r["batch"] > 1)
+             if r["batch"] > 1 else dict(r) for r in rows]
+    gone = [dict(r, definition="no_such_op_h1") for r in rows]
+    (tmp_path / "rerun.json").write_text(json.dumps({"meta": meta, "rows": rerun + gone}))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_solutions.py"), "--from-json", str(tmp_path / "run.json"),
+         str(tmp_path / "rerun.json")],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "left out, no longer bundled: no_such_op_h1" in done.stderr
+    assert "no_such_op_h1" not in done.stdout and "below 0.9x" not in done.stdout
+    assert done.stdout.count("| rmsnorm_h4096 | bfloat16 | 4096") == 1
+    assert "| rmsnorm_h4096 | bfloat16 | 4096 ‡ | 40.00 | 40.00 | 1.00x |" in done.stdout
