@@ -122,8 +122,13 @@ def test_cuda_graph_capture_applies_only_warmed_shapes():
 def test_bundled_folder_checks_on_gpu():
     from flashinfer_trace_apply.check import run_check
 
-    rows = run_check(str(fita.bundled_solutions_path()), batches=[1, 3, 127, 4096])
-    assert rows and all(r.result == "pass" for r in rows), [r for r in rows if r.result != "pass"]
+    folder = str(fita.bundled_solutions_path())
+    rows = run_check(folder, batches=[1, 3, 127, 4096])
+    declined = {name for name, s in fita.load_solutions(folder).items() if s.spec.applies_when}
+    # Calls a solution's applies_when declines run FlashInfer's kernel: skipped, not failed.
+    outside = [r for r in rows if r.result == "skip" and "applies_when" in r.detail]
+    assert {r.definition for r in outside} == declined and all(r.batch == 4096 for r in outside)
+    assert rows and all(r.result == "pass" for r in rows if r not in outside), [r for r in rows if r.result != "pass"]
 
 
 def test_target_hardware_is_matched_against_this_gpu():
