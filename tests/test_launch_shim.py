@@ -187,6 +187,19 @@ def test_a_call_with_the_validated_key_is_packed_as_triton_would(shim_module):
         assert site(2, 1, x, y, 4096, 7, 1e-6) == "fallback" and site.fast_calls == 0
 
 
+class Impostor:
+    """Has a tensor's dtype and device, but data_ptr() gives a float."""
+
+    def __init__(self, tensor):
+        self.dtype, self._tensor = tensor.dtype, tensor
+
+    def data_ptr(self):
+        return float(self._tensor.data_ptr())
+
+    def get_device(self):
+        return self._tensor.get_device()
+
+
 def test_anything_but_the_exact_key_goes_to_the_fallback(shim_module, monkeypatch):
     from triton import knobs
 
@@ -204,6 +217,7 @@ def test_anything_but_the_exact_key_goes_to_the_fallback(shim_module, monkeypatc
         (2, 1, x, y, 4096, 7, 1),                    # an int in the float slot
         (2, 1, x, y, 4096.0, 7, 1e-6),               # a float in an int slot
         (2, 1, x, 3, 4096, 7, 1e-6),                 # not a tensor in a tensor slot
+        (2, 1, Impostor(x), y, 4096, 7, 1e-6),       # a tensor look-alike whose data_ptr() is no int
         (2, 1, x, y, 4096, 7),                       # too few arguments
         (0, 1, x, y, 4096, 7, 1e-6),                 # an empty grid: Triton's launcher decides
     ]:

@@ -183,9 +183,10 @@ static int read_call(Site *self, PyObject *const *args, Call *c, int by_context)
         if (c->dtypes[p] == NULL) return -1;
         PyObject *ptr = PyObject_VectorcallMethod(s_data_ptr, &a, 1, NULL);
         if (ptr == NULL) return -1;
-        c->pointers[p] = PyLong_CheckExact(ptr) ? PyLong_AsUnsignedLongLong(ptr) : 0;
+        int is_int = PyLong_CheckExact(ptr);  /* anything else: not a tensor this site knows */
+        c->pointers[p] = is_int ? PyLong_AsUnsignedLongLong(ptr) : 0;
         Py_DECREF(ptr);
-        if (PyErr_Occurred()) return -1;
+        if (!is_int || PyErr_Occurred()) return -1;
         if (as_long(PyObject_VectorcallMethod(s_get_device, &a, 1, NULL), &c->devices[p]) < 0)
           return -1;
         p++;
