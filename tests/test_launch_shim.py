@@ -67,6 +67,17 @@ def test_it_is_built_once_into_the_cache_and_shared(tmp_path, monkeypatch):
     assert [p.name for p in target.parent.iterdir()] == [target.name]  # no build leftovers
 
 
+@pytest.mark.parametrize("env", [{"FLASHINFER_TRACE_APPLY_CACHE_DIR": "~/x"}, {"XDG_CACHE_HOME": "/tmp/xdg"}, {}])
+def test_it_uses_the_packages_cache_folder(monkeypatch, env):
+    from flashinfer_trace_apply.loaders.materialize import cache_root
+
+    for name in ("FLASHINFER_TRACE_APPLY_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert fresh_copy()._cache_root() == cache_root()
+
+
 def test_a_failed_build_leaves_nothing_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("FLASHINFER_TRACE_APPLY_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", "false")

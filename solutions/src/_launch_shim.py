@@ -49,6 +49,9 @@ def status() -> str | None:
 
 
 def _cache_root() -> Path:
+    """The package cache, by the rule of the plugin's loaders.materialize.cache_root,
+    restated here because solution sources also run without the plugin
+    (tests/test_launch_shim.py keeps the two in step)."""
     explicit = os.environ.get("FLASHINFER_TRACE_APPLY_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
