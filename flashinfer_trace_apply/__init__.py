@@ -11,11 +11,9 @@ The names below are loaded on first use: the start-up hook imports
 armed, and that must not pull in torch or FlashInfer.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
+# Nothing is imported here at module level (not even ``typing`` or
+# ``importlib``): the .pth hook imports this package in every armed process.
+TYPE_CHECKING = False
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -39,10 +37,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'flashinfer_trace_apply' has no attribute {name!r}")
+    import importlib  # noqa: PLC0415 - first use only
+
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
