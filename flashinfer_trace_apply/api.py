@@ -10,18 +10,16 @@ what was patched is put back before the error propagates.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import builtin_guard
-from .env import ENABLE_VAR, PATH_VAR, read_env
-from .errors import ConfigError
-from .patcher import PatchSet
+from . import builtin_guard, config
 from .counters import StatsBoard
+from .env import ENABLE_VAR, PATH_VAR, read_env
+from .patcher import PatchSet
 from .plan_state import PlanRecorder, plan_inputs_for
-from .registry import discover_apis, module_aliases
+from .registry import could_produce, describe_object, discover_apis, module_aliases
 from .warn import warn
 
 
@@ -38,48 +36,6 @@ _session: Optional[_Session] = None
 _last_board = StatsBoard()
 
 
-def _validate(solutions: Mapping[str, Any]) -> Dict[str, Any]:
-    from .solution import Solution  # noqa: PLC0415
-
-    if not isinstance(solutions, Mapping):
-        raise TypeError(f"enable_apply() takes a mapping {{definition_name: solution}}, got {type(solutions).__name__}")
-    checked: Dict[str, Any] = {}
-    for name, value in solutions.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"definition names must be non-empty strings, got {name!r}")
-        if callable(value) and not isinstance(value, type):
-            checked[name] = value
-            continue
-        try:
-            checked[name] = Solution.coerce(value)
-        except Exception as exc:
-            raise TypeError(
-                f"solution for definition '{name}' must be a callable or a Solution: {exc}"
-            ) from exc
-    return checked
-
-
-def _from_environment() -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    from .catalog import load_definitions, load_solutions  # noqa: PLC0415
-
-    path = read_env().path
-    if not path:
-        return {}, {}
-    return load_solutions(path), load_definitions(path)
-
-
-def _definitions(definitions: Any) -> Dict[str, Any]:
-    if definitions is None:
-        return {}
-    if isinstance(definitions, (str, os.PathLike)):
-        from .catalog import load_definitions  # noqa: PLC0415
-
-        return load_definitions(definitions)
-    if not isinstance(definitions, Mapping):
-        raise TypeError(f"definitions must be a mapping {{name: Definition JSON}} or a folder, got {type(definitions).__name__}")
-    return dict(definitions)
-
-
 def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None) -> int:
     """Route FlashInfer calls whose definition name is in ``solutions``.
 
@@ -94,63 +50,38 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
     global _session, _last_board
     with _lock:
         if solutions is None:
-            loaded, found = _from_environment()
-            mapping, definition_map = _validate(loaded), {**found, **_definitions(definitions)}
+            loaded, found = config.from_environment()
+            mapping, definition_map = config.validate_mapping(loaded), {**found, **config.coerce_definitions(definitions)}
         else:
-            mapping, definition_map = _validate(solutions), _definitions(definitions)
-        if _session is not None:
+            mapping, definition_map = config.validate_mapping(solutions), config.coerce_definitions(definitions)
+        ended = _session is not None
+        if ended:
             _restore(_session, report_unmatched=False)
             _session = None
         if not mapping:
+            if solutions is not None:
+                warn(
+                    "enable_apply() was given no solutions: nothing is routed"
+                    + (" and the previous session has ended" if ended else ""),
+                    stacklevel=3,
+                )
             return 0
+        configuration = config.configure(mapping, definition_map)
         session = _Session(names=sorted(mapping))
         _last_board = session.board
         try:
-            count = _install(session, mapping, definition_map)
+            count = _install(session, configuration)
         except BaseException:
             session.patches.restore()
             raise
         _session = session
+        configuration.report.emit(stacklevel=4)
         return count
 
 
-def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map: Dict[str, Any]) -> Any:
-    """Rules and hardware support per registered name; reports, once, what
-    will not be routed here or not be checked per call."""
-    from .definitions import add_applies_when, rules_from_definition  # noqa: PLC0415
+def _routing_context(session: _Session, configuration: "config.Configuration") -> Any:
     from .dispatch import RoutingContext  # noqa: PLC0415
-    from .hardware import current_sm, read_targets  # noqa: PLC0415
 
-    sm = current_sm()
-    rules = {name: rules_from_definition(d) for name, d in definition_map.items() if name in mapping}
-    hardware = {}
-    excluded, unreadable, unusable = [], [], []
-    for name, value in mapping.items():
-        spec = getattr(value, "spec", None)
-        if spec is None:
-            continue
-        if spec.applies_when:
-            rules[name], problems = add_applies_when(rules.get(name), name, spec.applies_when, definition_map.get(name))
-            unusable += problems
-        support = read_targets(spec.target_hardware)
-        hardware[name] = support
-        unreadable += [f"{name}: {e!r}" for e in support.unreadable]
-        if not support.allows(sm):
-            excluded.append(f"{name} (targets {list(spec.target_hardware)})")
-    if excluded:
-        warn(f"not routed on this GPU (sm{sm}): {', '.join(excluded)}; such calls count as fallback_unsupported_arch", stacklevel=5)
-    if unreadable:
-        warn(f"target_hardware entries not understood (ignored): {', '.join(unreadable)}", stacklevel=5)
-    if unusable:
-        warn(f"not routed, the original runs instead: {'; '.join(unusable)}; such calls count as fallback_constraint",
-             stacklevel=5)
-    unchecked = [f"{n}: {c!r}" for n, r in rules.items() for c in r.unchecked]
-    if unchecked:
-        warn(
-            "constraints that need tensor data are not checked per call (a GPU sync per call, "
-            f"impossible in CUDA-graph capture): {', '.join(unchecked)}",
-            stacklevel=5,
-        )
     told: Set[Tuple[str, str]] = set()
 
     def report_unaccepted(fi_api: str, argument: str, value: Any) -> bool:
@@ -164,40 +95,72 @@ def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map:
             )
         return True
 
-    return RoutingContext(mapping, rules, hardware, sm, session.board, PlanRecorder(), session.fired, report_unaccepted)
+    return RoutingContext(
+        configuration.solutions, configuration.rules, configuration.hardware, configuration.sm,
+        session.board, PlanRecorder(), session.fired, report_unaccepted,
+    )
 
 
-def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[str, Any]) -> int:
+def _install(session: _Session, configuration: "config.Configuration") -> int:
     import flashinfer  # noqa: F401, PLC0415 - fills the trace registry
 
     from .dispatch import ApiRoute  # noqa: PLC0415
 
-    context = _routing_context(session, mapping, definition_map)
+    # The built-in engine goes first: its disable puts FlashInfer's originals
+    # back, which must happen before we read and wrap them, not over our wrappers.
+    builtin_guard.take_over(session.patches)
+    context = _routing_context(session, configuration)
     recorder = context.recorder
     names = session.names
     problems: List[str] = []
+    served: Set[str] = set()
+    taken: List[str] = []  # APIs another tool had replaced: ours routes them while enabled
     wrapped = 0
     for spec in discover_apis():
+        # Only APIs some registered name could match get a route: building
+        # one reads signatures and templates, paid in every worker.
+        if not any(could_produce(t, names) for t in spec.templates):
+            continue
         route = ApiRoute(spec, context)
         serves, issues = route.routable_names(names)
         problems.extend(issues)
         if not serves:
             continue
+        served.update(serves)
         wrapper = route.build_wrapper()
-        targets = [(spec.owner, spec.attr)]
+        if spec.foreign is not None:
+            taken.append(f"{spec.fi_api} (was {describe_object(spec.foreign)})")
+        if session.patches.replace(spec.owner, spec.attr, spec.stored, wrapper):
+            wrapped += 1
         if not spec.is_method:
-            targets += module_aliases(spec.current, skip=(spec.owner, spec.attr))
-        for owner, attr in targets:
-            if session.patches.replace(owner, attr, spec.current, wrapper):
-                wrapped += 1
+            for owner, attr in module_aliases(spec.current, skip=(spec.owner, spec.attr)):
+                if session.patches.replace(owner, attr, spec.current, wrapper):
+                    wrapped += 1
         if spec.is_method and plan_inputs_for(spec.owner) is not None:
             plan = vars(spec.owner).get("plan")
             if callable(plan):
                 session.patches.replace(spec.owner, "plan", plan, recorder.wrap_plan(plan))
-    builtin_guard.take_over(session.patches)
     if problems:
-        warn("some registered definitions cannot be routed: " + "; ".join(problems))
+        configuration.report.add("some registered definitions cannot be routed: " + "; ".join(problems))
+    if taken:
+        configuration.report.add(
+            "another tool had replaced these FlashInfer APIs; flashinfer_trace_apply routes them while "
+            f"it is enabled (calls it does not route run FlashInfer's kernel) and puts the tool's objects "
+            f"back on disable: {', '.join(taken)}"
+        )
+    _report_unservable(configuration, [n for n in names if n not in served])
     return wrapped
+
+
+def _report_unservable(configuration: "config.Configuration", unserved: List[str]) -> None:
+    """Say at enable, not at a disable a server never calls, which names no
+    wrapped API can produce."""
+    if unserved:
+        configuration.report.add(
+            f"{len(unserved)} registered definition name(s) can never match a call: no FlashInfer API "
+            f"loaded now names calls so: {', '.join(unserved)}. Check the spelling and the shape "
+            "(`flashinfer-trace-apply list` shows a folder's names)"
+        )
 
 
 def _restore(session: _Session, report_unmatched: bool) -> None:
@@ -248,13 +211,10 @@ def enable_from_environment() -> int:
     if not setting.requested:
         return 0
     try:
-        if not setting.path:
-            raise ConfigError(f"{ENABLE_VAR}=1 but {PATH_VAR} is not set; set it to a curated solutions folder")
-        if not os.path.isdir(setting.path):
-            raise ConfigError(f"{PATH_VAR}={setting.path!r} is not a directory")
+        path = config.check_environment_folder()
         count = enable_apply()
         if not is_enabled():
-            warn(f"{ENABLE_VAR}=1 but {PATH_VAR}={setting.path!r} holds no solutions; Trace Apply stays off")
+            warn(f"{ENABLE_VAR}=1 but {PATH_VAR}={path!r} holds no solutions; Trace Apply stays off")
         return count
     except Exception as exc:  # noqa: BLE001 - start-up must survive any configuration
         warn(f"Trace Apply not enabled: {type(exc).__name__}: {exc}")

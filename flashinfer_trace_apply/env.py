@@ -22,13 +22,19 @@ CACHE_VAR = "FLASHINFER_TRACE_APPLY_CACHE_DIR"
 """Where Solution sources are written before import or build (default: the
 user cache directory)."""
 
+TRITON_FAST_LAUNCH_VAR = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
+"""``0`` sends the bundled Triton solutions through Triton's standard launch.
+Read by ``solutions/src/_fast_launch.py``, which runs without this package
+and so restates the name; a test checks the two agree."""
+
 OFF_VALUES = ("", "0")
 
 
 @dataclass(frozen=True)
 class EnvSetting:
     """What the environment asks for: ``requested`` is True for ``1``;
-    ``problem`` names a value that is neither on nor off (reported, stays off)."""
+    ``problem`` names a value that is neither on nor off (reported, stays off).
+    ``path`` has ``~`` expanded, for the hook and ``enable_apply()`` alike."""
 
     requested: bool
     path: str | None
@@ -39,13 +45,23 @@ def read_env(environ: "os._Environ[str] | dict[str, str] | None" = None) -> EnvS
     env = os.environ if environ is None else environ
     raw = env.get(ENABLE_VAR, "")
     path = env.get(PATH_VAR) or None
-    value = raw.strip()
-    if value in OFF_VALUES:
+    if path:
+        path = os.path.expanduser(path)
+    # Exactly "1", "0" or empty, as FlashInfer's built-in reads the same
+    # variable: " 1" is a typo to report, not a way to turn routing on.
+    if raw in OFF_VALUES:
         return EnvSetting(requested=False, path=path)
-    if value == "1":
+    if raw == "1":
         return EnvSetting(requested=True, path=path)
     return EnvSetting(
         requested=False,
         path=path,
         problem=f"{ENABLE_VAR} must be '0', '1' or empty, got {raw!r}; Trace Apply stays off",
     )
+
+
+def cache_dir_setting(environ: "os._Environ[str] | dict[str, str] | None" = None) -> str | None:
+    """``FLASHINFER_TRACE_APPLY_CACHE_DIR`` with ``~`` expanded, or None."""
+    env = os.environ if environ is None else environ
+    value = env.get(CACHE_VAR)
+    return os.path.expanduser(value) if value else None

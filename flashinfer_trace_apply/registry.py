@@ -26,6 +26,15 @@ class ApiSpec:
     original: Callable  # the undecorated function the registry recorded
     templates: List[Any] = field(default_factory=list)
     selector: Optional[Callable] = None  # picks a template per call
+    # Another tool's object found at owner.attr in place of ``current`` (which
+    # still lives on as a module alias); while enabled ours replaces it, and
+    # disable puts it back.
+    foreign: Optional[Callable] = None
+
+    @property
+    def stored(self) -> Callable:
+        """What owner.attr holds now, to be replaced by our wrapper."""
+        return self.foreign if self.foreign is not None else self.current
 
     @property
     def is_method(self) -> bool:
@@ -55,8 +64,12 @@ def _wraps_original(obj: Any, original: Callable) -> bool:
     return False
 
 
-def _locate(original: Callable) -> Optional[Tuple[Any, str, Any]]:
-    """Find (owner, attr, current public object) for a registered function."""
+def _locate(original: Callable) -> Optional[Tuple[Any, str, Any, Any]]:
+    """Find (owner, attr, FlashInfer's public object, foreign object or None)
+    for a registered function. When another tool has replaced the public
+    object at its home with one that does not lead back to FlashInfer's
+    function, the public object is looked for among FlashInfer's module
+    aliases (``flashinfer.fused_add_rmsnorm`` for ``flashinfer.norm.fused_add_rmsnorm``)."""
     module = sys.modules.get(getattr(original, "__module__", "") or "")
     if module is None:
         try:
@@ -78,9 +91,24 @@ def _locate(original: Callable) -> Optional[Tuple[Any, str, Any]]:
     if attr not in namespace:
         return None
     current = namespace[attr]
-    if not _wraps_original(current, original):
+    if _wraps_original(current, original):
+        return owner, attr, current, None
+    if inspect.isclass(owner) or not callable(current):
         return None
-    return owner, attr, current
+    public = _public_alias(original)
+    if public is None:
+        return None
+    return owner, attr, public, current
+
+
+def _public_alias(original: Callable) -> Optional[Callable]:
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or not (mod_name == "flashinfer" or mod_name.startswith("flashinfer.")):
+            continue
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if callable(value) and value is not original and _wraps_original(value, original):
+                return value
+    return None
 
 
 def discover_apis() -> List[ApiSpec]:
@@ -93,7 +121,7 @@ def discover_apis() -> List[ApiSpec]:
             located = _locate(original)
             if located is None:
                 continue
-            owner, attr, current = located
+            owner, attr, current, foreign = located
             spec = ApiSpec(
                 fi_api=naming(original),
                 owner=owner,
@@ -101,6 +129,7 @@ def discover_apis() -> List[ApiSpec]:
                 current=current,
                 original=original,
                 selector=selectors.get(original),
+                foreign=foreign,
             )
             by_original[id(original)] = spec
             order.append(spec)
@@ -149,3 +178,7 @@ def module_aliases(obj: Any, skip: Tuple[Any, str]) -> List[Tuple[Any, str]]:
             if value is obj and (module, attr) != skip:
                 found.append((module, attr))
     return found
+
+
+def describe_object(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
