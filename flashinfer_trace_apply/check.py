@@ -229,8 +229,25 @@ def _ulp_distances(refs: List[Any], acts: List[Any]) -> List[Any]:
             out.append(None)
             continue
         step = _ulp(torch.maximum(a.float().abs(), r.float().abs()).to(a.dtype))
-        out.append((a.float() - r.float()).abs() / step)
+        distance = (a.float() - r.float()).abs() / step
+        # NaN or Inf is infinitely far from anything but itself (a NaN
+        # distance would vanish in max(): "all-NaN, within 1 ulp").
+        same = (a.float() == r.float()) | (torch.isnan(a) & torch.isnan(r))
+        out.append(torch.where(same, torch.zeros_like(distance), torch.nan_to_num(distance, nan=math.inf)))
     return out
+
+
+def nonfinite_mismatches(refs: List[Any], acts: List[Any]) -> int:
+    """How many values are NaN or Inf where the reference has another value:
+    a failure whatever the tolerance."""
+    import torch  # noqa: PLC0415
+
+    count = 0
+    for r, a in zip(refs, acts):
+        if isinstance(r, torch.Tensor) and isinstance(a, torch.Tensor) and a.is_floating_point() and r.shape == a.shape:
+            bad = ~torch.isfinite(a) & ~((a == r) | (torch.isnan(a) & torch.isnan(r)))
+            count += int(bad.sum())
+    return count
 
 
 def _ulp_distance(refs: List[Any], acts: List[Any]) -> float:
@@ -266,7 +283,7 @@ def _max_error(refs: List[Any], acts: List[Any]) -> float:
     import torch  # noqa: PLC0415
 
     errors = [
-        float((a.float() - r.float()).abs().max()) if a.numel() else 0.0
+        float(torch.nan_to_num((a.float() - r.float()).abs(), nan=math.inf).max()) if a.numel() else 0.0
         for r, a in zip(refs, acts)
         if isinstance(r, torch.Tensor) and isinstance(a, torch.Tensor) and r.shape == a.shape
     ]
@@ -394,7 +411,10 @@ def check_one(
         actual = _written_buffers(spec, template, call_inputs) if result is None else result
         refs, acts = _as_list(reference), _as_list(actual)
         row.max_abs_error = _max_error(refs, acts)
-        if template.check(reference, actual):
+        broken = nonfinite_mismatches(refs, acts)
+        if broken:
+            row.detail = f"{broken} value(s) NaN or Inf where the reference is finite"
+        elif template.check(reference, actual):
             row.result = "pass"
         elif _passes_forgiving_one_ulp(template, reference, actual):
             # The reference rounds its fp32 result to bf16/fp16 once; a kernel

@@ -29,3 +29,27 @@ def test_ulp_distance_measures_against_the_larger_magnitude():
     # One step below 0.25 is half an ulp of 0.25's binade.
     assert _ulp_distance([ref], [torch.tensor([0.25 - 2**-10, 1.0], dtype=torch.bfloat16)]) == 0.5
     assert _ulp_distance([ref], [torch.tensor([0.25, 1.0 + 2 * 2**-7], dtype=torch.bfloat16)]) == 2.0
+
+
+def test_nan_or_inf_is_never_within_one_ulp():
+    from flashinfer_trace_apply.check import _ulp_distance, nonfinite_mismatches
+
+    ref = torch.tensor([0.5, 1.0], dtype=torch.bfloat16)
+    for bad in (float("nan"), float("inf")):
+        act = torch.tensor([0.5, bad], dtype=torch.bfloat16)
+        assert _ulp_distance([ref], [act]) == float("inf")
+        assert nonfinite_mismatches([ref], [act]) == 1
+    # NaN where the reference is NaN too is no mismatch.
+    both = torch.tensor([float("nan")], dtype=torch.bfloat16)
+    assert nonfinite_mismatches([both], [both.clone()]) == 0
+
+
+def test_check_fails_an_all_nan_solution_on_a_real_api():
+    from flashinfer_trace_apply.check import check_one
+
+    def all_nan(hidden_states, weight, eps=1e-6):
+        return torch.full_like(hidden_states, float("nan"))
+
+    row = check_one("rmsnorm_h128", all_nan, batch=3, device="cpu", dtype=torch.bfloat16)
+    assert row.result == "fail", row
+    assert "NaN or Inf" in row.detail
