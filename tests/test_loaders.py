@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -456,3 +458,45 @@ def test_torch_binding_solution_compiles_and_runs(cache_dir: Path) -> None:
     torch.testing.assert_close(loaded.fn(x), x + 1)
     # Build products stay inside our cache directory.
     assert (cache_dir / "torch_extensions").is_dir()
+
+
+# -- the cache is not trusted blindly -------------------------------------------
+
+
+def _runs(value: int) -> Any:
+    return make_solution({"kernel.py": f"def run():\n    return {value}\n"}, entry="kernel.py::run", name=f"returns_{value}")
+
+
+def test_cache_folders_are_created_private(cache_dir: Path) -> None:
+    path = materialize(_runs(1))
+    for folder in (cache_dir, cache_dir / "solutions", path):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_an_edited_cached_source_is_replaced_not_run(cache_dir: Path) -> None:
+    sol = _runs(1)
+    path = materialize(sol)
+    (path / "kernel.py").write_text("def run():\n    return 'tampered'\n")
+    assert materialize(sol) == path
+    assert (path / "kernel.py").read_text() == "def run():\n    return 1\n"
+    clear_cache()
+    assert load(sol, "d").fn() == 1
+
+
+def test_a_deleted_cached_source_is_rebuilt(cache_dir: Path) -> None:
+    sol = _runs(2)
+    path = materialize(sol)
+    (path / "kernel.py").unlink()
+    clear_cache()
+    assert load(sol, "d").fn() == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_cache_others_can_write_is_refused_with_its_name(cache_dir: Path) -> None:
+    cache_dir.mkdir(mode=0o700)
+    os.chmod(cache_dir, 0o777)
+    with pytest.raises(SolutionLoadError) as info:
+        load(_runs(3), "d")
+    assert str(cache_dir) in str(info.value) and "writable by other users" in str(info.value)
+    os.chmod(cache_dir, 0o700)
+    assert load(_runs(3), "d").fn() == 3

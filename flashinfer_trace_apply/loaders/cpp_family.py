@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import SolutionLoadError
 from ..solution import Solution
-from .materialize import cache_root, materialize
+from .materialize import cache_root, materialize, private_dir
 
 __all__ = ["COMPILED_SUFFIXES", "extension_name", "load_cpp"]
 
@@ -43,8 +43,7 @@ def _build_torch(name: str, sources: list[Path], folder: Path) -> Any:
     from torch.utils.cpp_extension import load
 
     # Keep build products with our other cached files, keyed like them.
-    build_dir = cache_root() / "torch_extensions" / name
-    build_dir.mkdir(parents=True, exist_ok=True)
+    build_dir = private_dir(private_dir(cache_root() / "torch_extensions") / name)
     return load(
         name=name,
         sources=[str(s) for s in sources],
