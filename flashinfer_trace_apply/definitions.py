@@ -27,6 +27,29 @@ _ALLOWED_NODES = (
 )
 
 
+# Bounds on what a constraint may ask of the evaluator, which runs on the
+# hit path for per-call constraints: "9**9**7" or "[0] * 10**9" would burn
+# seconds (or memory) per call. Such a constraint is reported, not run.
+_MAX_TEXT = 512
+_MAX_NODES = 64
+_MAX_EXPONENT = 64
+_MAX_CONSTANT = 2**63
+
+
+def _unbounded(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > _MAX_CONSTANT
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Pow):
+            exponent = node.right
+            return not (isinstance(exponent, ast.Constant) and isinstance(exponent.value, int)
+                        and 0 <= exponent.value <= _MAX_EXPONENT)
+        # No arithmetic on sequences: "[0] * n" builds a list per call.
+        return isinstance(node.left, (ast.List, ast.Tuple)) or isinstance(node.right, (ast.List, ast.Tuple))
+    return False
+
+
 @dataclass(frozen=True)
 class Constraint:
     text: str
@@ -53,12 +76,17 @@ class _Rename(ast.NodeTransformer):
 def parse_constraint(text: str, axes: Mapping[str, str]) -> Optional[Constraint]:
     """A checkable constraint over ``axes`` (name -> "const"/"var"), or None
     when it needs tensor data or anything else we will not evaluate."""
+    if len(text) > _MAX_TEXT:
+        return None
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    nodes = list(ast.walk(tree))
+    if len(nodes) > _MAX_NODES or any(_unbounded(node) for node in nodes):
         return None
     names: List[str] = []
-    for node in ast.walk(tree):
+    for node in nodes:
         if not isinstance(node, _ALLOWED_NODES):
             return None
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _SAFE_CALLS):
