@@ -81,8 +81,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 127  # not reached
 
 
+def _version_line() -> str:
+    """Ours and the releases it runs against, read from package metadata
+    (importing torch or FlashInfer just to print a version costs seconds)."""
+    from importlib import metadata  # noqa: PLC0415
+
+    from . import __version__  # noqa: PLC0415
+
+    found = []
+    for dist in ("flashinfer-python", "torch", "triton"):
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{dist} not installed")
+    return f"flashinfer-trace-apply {__version__} ({', '.join(found)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashinfer-trace-apply", description="Route FlashInfer calls to custom kernels.")
+    parser = argparse.ArgumentParser(
+        prog="flashinfer-trace-apply",
+        description="Route FlashInfer calls to custom kernels.",
+        formatter_class=argparse.RawTextHelpFormatter,  # keeps --version on one line
+    )
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="verb", required=True)
     check = sub.add_parser("check", help="verify every solution of a curated folder against its reference")
     check.add_argument("folder", nargs="?", help="curated folder (default: the bundled one)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -153,3 +155,15 @@ def test_bench_report_renders_and_updates_only_its_docs_section(tmp_path):
     assert "no_such_op_h1" not in done.stdout and "below 0.9x" not in done.stdout
     assert done.stdout.count("| rmsnorm_h4096 | bfloat16 | 4096") == 1
     assert "| rmsnorm_h4096 | bfloat16 | 4096 ‡ | 40.00 | 40.00 | 1.00x |" in done.stdout
+
+
+def test_version_names_ours_and_the_releases_it_runs_against(capsys):
+    import flashinfer_trace_apply
+    from flashinfer_trace_apply.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"flashinfer-trace-apply {flashinfer_trace_apply.__version__} (")
+    assert "flashinfer-python " in line and "torch " in line and "\n" not in line
