@@ -139,3 +139,11 @@ def test_a_bounded_away_constraint_is_reported_at_enable() -> None:
         warnings.simplefilter("always")
         fita.enable_apply({"rmsnorm_h64": rmsnorm}, definitions={"rmsnorm_h64": definition})
     assert "9**9**7" in _messages(caught)
+
+
+def test_the_fast_launch_variable_is_named_alike_in_env_and_the_kernel_sources() -> None:
+    # The bundled kernel sources run without this package, so they restate the name.
+    from flashinfer_trace_apply.env import TRITON_FAST_LAUNCH_VAR
+
+    source = (Path(__file__).resolve().parent.parent / "solutions" / "src" / "_fast_launch.py").read_text()
+    assert f'"{TRITON_FAST_LAUNCH_VAR}"' in source
