@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import builtin_guard, config
+from . import builtin_guard, config, stats_files
 from .counters import StatsBoard
 from .env import ENABLE_VAR, PATH_VAR, read_env
 from .patcher import PatchSet
@@ -76,6 +76,7 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
             raise
         _session = session
         configuration.report.emit(stacklevel=4)
+        stats_files.ensure_started(_stats_record)
         return count
 
 
@@ -199,6 +200,16 @@ def stats() -> Dict[str, Dict[str, int]]:
     ``fallback_unwarmed_in_capture`` and ``error`` for the current (or last)
     enable session; APIs with no calls are left out."""
     return _last_board.snapshot()
+
+
+def _stats_record() -> Dict[str, Any]:
+    """What a stats file holds besides who wrote it (see stats_files)."""
+    session = _session
+    return {
+        "enabled": session is not None,
+        "apis": stats(),
+        "matched_definitions": sorted(session.fired) if session is not None else [],
+    }
 
 
 def enable_from_environment() -> int:

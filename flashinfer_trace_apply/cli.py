@@ -4,6 +4,8 @@
                                                     verify a curated folder here
     flashinfer-trace-apply list [DIR]               what a folder would route
     flashinfer-trace-apply run --path DIR -- CMD    run CMD with the plugin on
+    flashinfer-trace-apply stats DIR [--json|--prometheus]
+                                                    add up what every process routed
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 from typing import List, Optional
 
-from .env import ENABLE_VAR, PATH_VAR
+from .env import ENABLE_VAR, PATH_VAR, STATS_DIR_VAR
 
 
 def _default_folder() -> str:
@@ -81,6 +83,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 127  # not reached
 
 
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from .errors import ConfigError  # noqa: PLC0415
+    from .stats_report import format_prometheus, format_table, read_dir, totals  # noqa: PLC0415
+
+    try:
+        records = read_dir(args.directory)
+    except ConfigError as exc:
+        print(f"flashinfer-trace-apply stats: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"totals": totals(records), "processes": records}, indent=2))
+    elif args.prometheus:
+        sys.stdout.write(format_prometheus(records))
+    else:
+        print(format_table(records))
+    return 0
+
+
 def _version_line() -> str:
     """Ours and the releases it runs against, read from package metadata
     (importing torch or FlashInfer just to print a version costs seconds)."""
@@ -117,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="list the definitions a curated folder serves")
     lister.add_argument("folder", nargs="?")
     lister.set_defaults(run=_cmd_list)
+    summed = sub.add_parser("stats", help=f"add up the stats files processes wrote to {STATS_DIR_VAR}")
+    summed.add_argument("directory")
+    form = summed.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="machine-readable output")
+    form.add_argument("--prometheus", action="store_true", help="Prometheus text exposition")
+    summed.set_defaults(run=_cmd_stats)
     runner = sub.add_parser("run", help="run a command with the plugin enabled")
     runner.add_argument("--path", help="curated folder (default: the bundled one)")
     runner.add_argument("command", nargs=argparse.REMAINDER)

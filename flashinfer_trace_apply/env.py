@@ -22,6 +22,11 @@ CACHE_VAR = "FLASHINFER_TRACE_APPLY_CACHE_DIR"
 """Where Solution sources are written before import or build (default: the
 user cache directory)."""
 
+STATS_DIR_VAR = "FLASHINFER_TRACE_APPLY_STATS_DIR"
+"""A directory where each process with the plugin enabled writes its stats
+(at exit, and at most once a second while it runs); ``flashinfer-trace-apply
+stats DIR`` adds them up across tensor-parallel workers."""
+
 TRITON_FAST_LAUNCH_VAR = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
 """``0`` sends the bundled Triton solutions through Triton's standard launch.
 Read by ``solutions/src/_fast_launch.py``, which runs without this package
@@ -64,4 +69,10 @@ def cache_dir_setting(environ: "os._Environ[str] | dict[str, str] | None" = None
     """``FLASHINFER_TRACE_APPLY_CACHE_DIR`` with ``~`` expanded, or None."""
     env = os.environ if environ is None else environ
     value = env.get(CACHE_VAR)
+    return os.path.expanduser(value) if value else None
+
+
+def stats_dir_setting(environ: "os._Environ[str] | dict[str, str] | None" = None) -> str | None:
+    env = os.environ if environ is None else environ
+    value = env.get(STATS_DIR_VAR)
     return os.path.expanduser(value) if value else None
