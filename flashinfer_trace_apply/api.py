@@ -16,8 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import builtin_guard, config, stats_files
 from .counters import StatsBoard
-from .env import ENABLE_VAR, PATH_VAR, read_env
+from .env import ENABLE_VAR, PATH_VAR, prebuild_setting, read_env
 from .patcher import PatchSet
+from .prebuild import prebuild
 from .plan_state import PlanRecorder, plan_inputs_for
 from .registry import could_produce, describe_object, discover_apis, module_aliases
 from .warn import warn
@@ -47,6 +48,12 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
     folder) adds dtype and constraint checks to routing. Calling it again
     replaces the previous mapping. Returns the number of attributes wrapped.
     """
+    return _enable(solutions, definitions, strict=True)
+
+
+def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bool) -> int:
+    """``enable_apply``; ``strict=False`` (the start-up hook) turns off a
+    solution that fails to prebuild instead of raising."""
     global _session, _last_board
     with _lock:
         if solutions is None:
@@ -66,6 +73,11 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
                     stacklevel=3,
                 )
             return 0
+        requested, problem = prebuild_setting()
+        if problem:
+            warn(problem, stacklevel=4)
+        if requested:
+            mapping = prebuild(mapping, strict=strict)
         configuration = config.configure(mapping, definition_map)
         session = _Session(names=sorted(mapping))
         _last_board = session.board
@@ -223,7 +235,7 @@ def enable_from_environment() -> int:
         return 0
     try:
         path = config.check_environment_folder()
-        count = enable_apply()
+        count = _enable(None, None, strict=False)
         if not is_enabled():
             warn(f"{ENABLE_VAR}=1 but {PATH_VAR}={path!r} holds no solutions; Trace Apply stays off")
         return count

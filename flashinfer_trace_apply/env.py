@@ -22,6 +22,10 @@ CACHE_VAR = "FLASHINFER_TRACE_APPLY_CACHE_DIR"
 """Where Solution sources are written before import or build (default: the
 user cache directory)."""
 
+PREBUILD_VAR = "FLASHINFER_TRACE_APPLY_PREBUILD"
+"""``1``: load and build every solution when enabling, instead of on the
+first matching call (no first-request stall); see ``prebuild``."""
+
 STATS_DIR_VAR = "FLASHINFER_TRACE_APPLY_STATS_DIR"
 """A directory where each process with the plugin enabled writes its stats
 (at exit, and at most once a second while it runs); ``flashinfer-trace-apply
@@ -76,3 +80,14 @@ def stats_dir_setting(environ: "os._Environ[str] | dict[str, str] | None" = None
     env = os.environ if environ is None else environ
     value = env.get(STATS_DIR_VAR)
     return os.path.expanduser(value) if value else None
+
+
+def prebuild_setting(environ: "os._Environ[str] | dict[str, str] | None" = None) -> tuple[bool, str | None]:
+    """(requested, problem): ``1`` on, ``0``/empty off, anything else a problem (off)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(PREBUILD_VAR, "")
+    if raw in OFF_VALUES:
+        return False, None
+    if raw == "1":
+        return True, None
+    return False, f"{PREBUILD_VAR} must be '0', '1' or empty, got {raw!r}; solutions build on first use"
