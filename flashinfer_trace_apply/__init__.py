@@ -21,6 +21,7 @@ _EXPORTS = {
     "disable_apply": "api",
     "is_enabled": "api",
     "stats": "api",
+    "health": "api",
     "load_solutions": "catalog",
     "load_definitions": "catalog",
     "Solution": "solution",
@@ -53,7 +54,7 @@ def __dir__() -> list:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .api import disable_apply, enable_apply, is_enabled, stats
+    from .api import disable_apply, enable_apply, health, is_enabled, stats
     from .bundled import bundled_solutions_path
     from .catalog import load_definitions, load_solutions
     from .errors import ConfigError, SolutionCallError, SolutionLoadError, TraceApplyError

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import builtin_guard, config, stats_files
 from .counters import StatsBoard
+from .definition_state import HealthBoard
 from .env import ENABLE_VAR, PATH_VAR, prebuild_setting, read_env
 from .patcher import PatchSet
 from .prebuild import prebuild
@@ -30,11 +31,13 @@ class _Session:
     names: List[str] = field(default_factory=list)
     fired: Set[str] = field(default_factory=set)
     board: StatsBoard = field(default_factory=StatsBoard)
+    health: HealthBoard = field(default_factory=HealthBoard)
 
 
 _lock = threading.RLock()
 _session: Optional[_Session] = None
 _last_board = StatsBoard()
+_last_health = HealthBoard()
 
 
 def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None) -> int:
@@ -54,7 +57,7 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
 def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bool) -> int:
     """``enable_apply``; ``strict=False`` (the start-up hook) turns off a
     solution that fails to prebuild instead of raising."""
-    global _session, _last_board
+    global _session, _last_board, _last_health
     with _lock:
         if solutions is None:
             loaded, found = config.from_environment()
@@ -80,7 +83,7 @@ def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bo
             mapping = prebuild(mapping, strict=strict)
         configuration = config.configure(mapping, definition_map)
         session = _Session(names=sorted(mapping))
-        _last_board = session.board
+        _last_board, _last_health = session.board, session.health
         try:
             count = _install(session, configuration)
         except BaseException:
@@ -111,6 +114,7 @@ def _routing_context(session: _Session, configuration: "config.Configuration") -
     return RoutingContext(
         configuration.solutions, configuration.rules, configuration.hardware, configuration.sm,
         session.board, PlanRecorder(), session.fired, report_unaccepted,
+        policies=configuration.policies, health=session.health,
     )
 
 
@@ -214,12 +218,21 @@ def stats() -> Dict[str, Dict[str, int]]:
     return _last_board.snapshot()
 
 
+def health() -> Dict[str, Dict[str, Any]]:
+    """Per definition under an operating policy (``FLASHINFER_TRACE_APPLY_VERIFY``,
+    ``..._ON_ERROR=fallback``): its circuit (``closed``, ``open``,
+    ``half_open``), whether verification turned it off and why, its errors
+    and its verified shapes, for the current (or last) session."""
+    return _last_health.snapshot()
+
+
 def _stats_record() -> Dict[str, Any]:
     """What a stats file holds besides who wrote it (see stats_files)."""
     session = _session
     return {
         "enabled": session is not None,
         "apis": stats(),
+        "health": health(),
         "matched_definitions": sorted(session.fired) if session is not None else [],
     }
 

@@ -42,6 +42,7 @@ class Configuration:
     rules: Dict[str, Any] = field(default_factory=dict)  # name -> DefinitionRules
     hardware: Dict[str, Any] = field(default_factory=dict)  # name -> HardwareSupport
     sm: Optional[int] = None  # this process's GPU, read only when some solution names hardware
+    policies: Dict[str, Any] = field(default_factory=dict)  # name -> Policy, only where one is active
     report: Report = field(default_factory=Report)
 
 
@@ -123,6 +124,7 @@ def configure(mapping: Dict[str, Any], definitions: Dict[str, Any]) -> Configura
             )
             unusable += problems
     _read_hardware(config)
+    _read_policies(config)
     if unusable:
         config.report.add(
             f"not routed, the original runs instead: {'; '.join(unusable)}; such calls count as fallback_constraint"
@@ -163,3 +165,12 @@ def _read_hardware(config: Configuration) -> None:
         )
     if unreadable:
         config.report.add(f"target_hardware entries not understood (ignored): {', '.join(unreadable)}")
+
+
+def _read_policies(config: Configuration) -> None:
+    """Verify and on-error policies from the environment, for every name."""
+    from .policy_settings import from_environment  # noqa: PLC0415
+
+    base = from_environment()
+    if base.active:
+        config.policies = {name: base for name in config.solutions}

@@ -74,6 +74,8 @@ class RoutingContext:
         recorder: PlanRecorder,
         fired: Set[str],
         report_unaccepted: Callable[[str, str, Any], bool],
+        policies: Optional[Mapping[str, Any]] = None,
+        health: Optional[Any] = None,
     ) -> None:
         self.solutions = solutions
         self.rules = rules
@@ -83,6 +85,14 @@ class RoutingContext:
         self.recorder = recorder
         self.fired = fired
         self.report_unaccepted = report_unaccepted
+        # Definitions under an operating policy (verify, on_error: fallback)
+        # and their health; the others get plain hit entries.
+        self.policies = policies or {}
+        if health is None:
+            from .definition_state import HealthBoard  # noqa: PLC0415
+
+            health = HealthBoard()
+        self.health = health
 
     @classmethod
     def plain(cls, solutions: Mapping[str, Any]) -> "RoutingContext":
@@ -420,31 +430,71 @@ class ApiRoute:
             if not all(_holds(c, const_values) for c in rules.const_constraints):
                 return self.fallback(counters.FALLBACK_CONSTRAINT)
             guard = self._call_guard(route, rules, const_values)
+        policy = self.context.policies.get(name)
         try:
             loaded = loaders.load(value, name)
-            return reconcile.build_hit_entry(
-                fi_api=self.spec.fi_api,
-                definition=name,
-                template=route.template,
-                shape=self.shape,
-                convention=route.convention,
-                inputs=self._inputs(route),
-                loaded=loaded,
-                tick_hit=self.tick_hit,
-                tick_error=self.tick_error,
-                is_method=self.spec.is_method,
-                allocate=self._allocator(route),
-                extra_globals=self.plan_globals,
-                guard=guard,
-                report_unaccepted=functools.partial(self.context.report_unaccepted, self.spec.fi_api),
-                prelude=[reconcile.cache_prelude(self.instance)] if self.cache_layout_expr else [],
-            )
+
+            def build(tick_hit: Callable[[], Any]) -> Callable:
+                return reconcile.build_hit_entry(
+                    fi_api=self.spec.fi_api,
+                    definition=name,
+                    template=route.template,
+                    shape=self.shape,
+                    convention=route.convention,
+                    inputs=self._inputs(route),
+                    loaded=loaded,
+                    tick_hit=tick_hit,
+                    tick_error=self.tick_error,
+                    is_method=self.spec.is_method,
+                    allocate=self._allocator(route),
+                    extra_globals=self.plan_globals,
+                    guard=guard,
+                    report_unaccepted=functools.partial(self.context.report_unaccepted, self.spec.fi_api),
+                    prelude=[reconcile.cache_prelude(self.instance)] if self.cache_layout_expr else [],
+                )
+
+            hit = build(self.tick_hit)
+            # Verification runs the solution on copies, for a caller who gets
+            # the original's results: not a hit.
+            trial = build(_no_tick) if policy is not None and policy.verify > 0 else hit
         except SolutionLoadError as exc:
             self.tick_error()
             raise SolutionLoadError(f"Trace Apply: {self.spec.fi_api}: {exc}") from exc.__cause__
         except TraceApplyError as exc:
             self.tick_error()
             raise type(exc)(f"Trace Apply: {self.spec.fi_api}: {exc}") from exc
+        return self._guarded(hit, trial, name, key, policy) if policy is not None and policy.active else hit
+
+    # -- operating policies (verify, fallback on error) -------------------------
+    def _promote(self, key: Any, entry: Callable) -> None:
+        """Serve ``key`` with ``entry`` from now on (the wrapper reads the
+        cache on every call; ``entries`` keeps indices valid for compile)."""
+        with self._lock:
+            if entry not in self.entries:
+                self.entries.append(entry)
+            self.cache[key] = entry
+
+    def _guarded(self, hit: Callable, trial: Callable, name: str, key: Any, policy: Any) -> Callable:
+        from . import guarded  # noqa: PLC0415
+
+        health = self.context.health.get(name, policy.breaker)
+        off = self.fallback(guarded.FALLBACK_TURNED_OFF)
+        tickers: Dict[str, Callable] = {}
+
+        def tick(status: str) -> None:
+            ticker = tickers.get(status)
+            if ticker is None:
+                ticker = tickers[status] = self.context.board.ticker(self.spec.fi_api, status)
+            ticker()
+
+        def promote(entry: Callable) -> None:
+            self._promote(key, entry)
+            health.add_demoter(lambda: self._promote(key, off))
+
+        return guarded.guarded_entry(
+            hit=hit, trial=trial, original=self.spec.current, policy=policy, health=health, api=self.spec.fi_api,
+            tick=tick, promote=promote, off_entry=off, is_capturing=is_capturing,
+        )
 
     def _dtypes_allowed(self, route: TemplateRoute, rules: DefinitionRules, dtypes: tuple) -> bool:
         if not rules.dtypes or not dtypes:
@@ -488,6 +538,10 @@ class ApiRoute:
         from .allocate import make_allocator  # noqa: PLC0415
 
         return make_allocator(route.template, route.convention)
+
+
+def _no_tick() -> None:
+    return None
 
 
 def _holds(constraint: Any, values: Dict[str, Any]) -> bool:

@@ -26,6 +26,19 @@ PREBUILD_VAR = "FLASHINFER_TRACE_APPLY_PREBUILD"
 """``1``: load and build every solution when enabling, instead of on the
 first matching call (no first-request stall); see ``prebuild``."""
 
+VERIFY_VAR = "FLASHINFER_TRACE_APPLY_VERIFY"
+"""``N``: for the first N hits of each definition and shape, also run
+FlashInfer's kernel and compare; the caller gets the kernel's results until
+the shape is verified, and a mismatch turns the definition off."""
+
+ON_ERROR_VAR = "FLASHINFER_TRACE_APPLY_ON_ERROR"
+"""``raise`` (default, strict) or ``fallback``: a solution that raises runs
+FlashInfer's kernel for that call, behind a circuit breaker."""
+
+BREAKER_VAR = "FLASHINFER_TRACE_APPLY_BREAKER"
+"""``K,WINDOW_S,COOLDOWN_S`` for ``on_error=fallback`` (default ``5,60,30``):
+K errors within WINDOW_S seconds open the circuit for COOLDOWN_S seconds."""
+
 STATS_DIR_VAR = "FLASHINFER_TRACE_APPLY_STATS_DIR"
 """A directory where each process with the plugin enabled writes its stats
 (at exit, and at most once a second while it runs); ``flashinfer-trace-apply
