@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import builtin_guard, config, stats_files
+from . import builtin_guard, config, stats_files, workloads
 from .counters import StatsBoard
 from .definition_state import HealthBoard
 from .env import ENABLE_VAR, PATH_VAR, prebuild_setting, read_env
@@ -32,12 +32,14 @@ class _Session:
     fired: Set[str] = field(default_factory=set)
     board: StatsBoard = field(default_factory=StatsBoard)
     health: HealthBoard = field(default_factory=HealthBoard)
+    workloads: Optional[Any] = field(default_factory=workloads.enabled)  # WorkloadBook with a stats dir
 
 
 _lock = threading.RLock()
 _session: Optional[_Session] = None
 _last_board = StatsBoard()
 _last_health = HealthBoard()
+_last_workloads: Optional[Any] = None
 
 
 def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None) -> int:
@@ -57,7 +59,7 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
 def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bool) -> int:
     """``enable_apply``; ``strict=False`` (the start-up hook) turns off a
     solution that fails to prebuild instead of raising."""
-    global _session, _last_board, _last_health
+    global _session, _last_board, _last_health, _last_workloads
     with _lock:
         if solutions is None:
             loaded, found = config.from_environment()
@@ -83,7 +85,7 @@ def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bo
             mapping = prebuild(mapping, strict=strict)
         configuration = config.configure(mapping, definition_map)
         session = _Session(names=sorted(mapping))
-        _last_board, _last_health = session.board, session.health
+        _last_board, _last_health, _last_workloads = session.board, session.health, session.workloads
         try:
             count = _install(session, configuration)
         except BaseException:
@@ -114,7 +116,7 @@ def _routing_context(session: _Session, configuration: "config.Configuration") -
     return RoutingContext(
         configuration.solutions, configuration.rules, configuration.hardware, configuration.sm,
         session.board, PlanRecorder(), session.fired, report_unaccepted,
-        policies=configuration.policies, health=session.health,
+        policies=configuration.policies, health=session.health, workloads=session.workloads,
     )
 
 
@@ -234,6 +236,7 @@ def _stats_record() -> Dict[str, Any]:
         "apis": stats(),
         "health": health(),
         "matched_definitions": sorted(session.fired) if session is not None else [],
+        "workloads": _last_workloads.snapshot() if _last_workloads is not None else {},
     }
 
 

@@ -76,6 +76,7 @@ class RoutingContext:
         report_unaccepted: Callable[[str, str, Any], bool],
         policies: Optional[Mapping[str, Any]] = None,
         health: Optional[Any] = None,
+        workloads: Optional[Any] = None,
     ) -> None:
         self.solutions = solutions
         self.rules = rules
@@ -93,6 +94,7 @@ class RoutingContext:
 
             health = HealthBoard()
         self.health = health
+        self.workloads = workloads  # a WorkloadBook while call shapes are recorded
 
     @classmethod
     def plain(cls, solutions: Mapping[str, Any]) -> "RoutingContext":
@@ -463,7 +465,15 @@ class ApiRoute:
         except TraceApplyError as exc:
             self.tick_error()
             raise type(exc)(f"Trace Apply: {self.spec.fi_api}: {exc}") from exc
-        return self._guarded(hit, trial, name, key, policy) if policy is not None and policy.active else hit
+        entry = self._guarded(hit, trial, name, key, policy) if policy is not None and policy.active else hit
+        if self.context.workloads is not None:
+            from .workloads import recording_entry  # noqa: PLC0415
+
+            entry = recording_entry(
+                entry, book=self.context.workloads, definition=name, template=route.template,
+                namespace=self.namespace, step_aside=lambda inner: self._promote(key, inner),
+            )
+        return entry
 
     # -- operating policies (verify, fallback on error) -------------------------
     def _promote(self, key: Any, entry: Callable) -> None:

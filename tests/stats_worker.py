@@ -18,6 +18,7 @@ def work(calls: int) -> None:
     x, w = torch.randn(2, 64), torch.ones(64)
     for _ in range(calls):
         flashinfer.rmsnorm(x, w)
+    flashinfer.rmsnorm(torch.randn(5, 64, dtype=torch.bfloat16), w.bfloat16())  # a second call shape
     try:
         flashinfer.rmsnorm(torch.randn(2, 32), torch.ones(32))  # no solution: the original, which needs CUDA
     except Exception:  # noqa: BLE001 - counted as a fallback all the same
