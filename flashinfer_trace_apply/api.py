@@ -20,8 +20,8 @@ from .env import ENABLE_VAR, PATH_VAR, read_env
 from .errors import ConfigError
 from .patcher import PatchSet
 from .counters import StatsBoard
-from .plan_state import PlanRecorder, plan_inputs_for
-from .registry import discover_apis, module_aliases
+from .plan_state import PlanRecorder
+from .registry import discover_apis
 from .warn import warn
 
 
@@ -31,11 +31,13 @@ class _Session:
     names: List[str] = field(default_factory=list)
     fired: Set[str] = field(default_factory=set)
     board: StatsBoard = field(default_factory=StatsBoard)
+    watcher: Any = None  # late_imports.LateImportWatcher while enabled (issue 11)
 
 
 _lock = threading.RLock()
 _session: Optional[_Session] = None
 _last_board = StatsBoard()
+_enabling_from_hook = False  # the import hook patches before engines bind names
 
 
 def _validate(solutions: Mapping[str, Any]) -> Dict[str, Any]:
@@ -80,7 +82,7 @@ def _definitions(definitions: Any) -> Dict[str, Any]:
     return dict(definitions)
 
 
-def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None) -> int:
+def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None, rebind: Optional[bool] = None) -> int:
     """Route FlashInfer calls whose definition name is in ``solutions``.
 
     ``solutions`` maps definition names (``"rmsnorm_h4096"``) to a Python
@@ -90,6 +92,11 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
     ``definitions`` (a mapping of Definition JSONs by name, or a curated
     folder) adds dtype and constraint checks to routing. Calling it again
     replaces the previous mapping. Returns the number of attributes wrapped.
+
+    Names outside FlashInfer still bound to an original API object (``from
+    flashinfer.norm import f`` before this call) are named in a warning;
+    ``rebind=True`` (default: ``FLASHINFER_TRACE_APPLY_REBIND``) points them
+    at the wrappers too, until ``disable_apply()``.
     """
     global _session, _last_board
     with _lock:
@@ -106,7 +113,7 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
         session = _Session(names=sorted(mapping))
         _last_board = session.board
         try:
-            count = _install(session, mapping, definition_map)
+            count = _install(session, mapping, definition_map, rebind)
         except BaseException:
             session.patches.restore()
             raise
@@ -167,40 +174,34 @@ def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map:
     return RoutingContext(mapping, rules, hardware, sm, session.board, PlanRecorder(), session.fired, report_unaccepted)
 
 
-def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[str, Any]) -> int:
+def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[str, Any], rebind: Optional[bool] = None) -> int:
     import flashinfer  # noqa: F401, PLC0415 - fills the trace registry
 
-    from .dispatch import ApiRoute  # noqa: PLC0415
+    from .wrapping import wrap_api  # noqa: PLC0415
 
     context = _routing_context(session, mapping, definition_map)
-    recorder = context.recorder
     names = session.names
     problems: List[str] = []
     wrapped = 0
     for spec in discover_apis():
-        route = ApiRoute(spec, context)
-        serves, issues = route.routable_names(names)
+        count, issues = wrap_api(session.patches, spec, context, names)
+        wrapped += count
         problems.extend(issues)
-        if not serves:
-            continue
-        wrapper = route.build_wrapper()
-        targets = [(spec.owner, spec.attr)]
-        if not spec.is_method:
-            targets += module_aliases(spec.current, skip=(spec.owner, spec.attr))
-        for owner, attr in targets:
-            if session.patches.replace(owner, attr, spec.current, wrapper):
-                wrapped += 1
-        if spec.is_method and plan_inputs_for(spec.owner) is not None:
-            plan = vars(spec.owner).get("plan")
-            if callable(plan):
-                session.patches.replace(spec.owner, "plan", plan, recorder.wrap_plan(plan))
     builtin_guard.take_over(session.patches)
     if problems:
         warn("some registered definitions cannot be routed: " + "; ".join(problems))
+    # -- reach (issue 11): late submodules, names bound before enable ------
+    from . import reach  # noqa: PLC0415
+
+    wrapped += reach.check_bindings(session.patches, rebind, from_hook=_enabling_from_hook)
+    session.watcher = reach.arm_late_imports(session.patches, context, names)
     return wrapped
 
 
 def _restore(session: _Session, report_unmatched: bool) -> None:
+    from . import reach  # noqa: PLC0415 - issue 11
+
+    reach.before_restore(session.watcher, session.patches)
     left_alone = session.patches.restore()
     if left_alone:
         warn(
@@ -252,7 +253,12 @@ def enable_from_environment() -> int:
             raise ConfigError(f"{ENABLE_VAR}=1 but {PATH_VAR} is not set; set it to a curated solutions folder")
         if not os.path.isdir(setting.path):
             raise ConfigError(f"{PATH_VAR}={setting.path!r} is not a directory")
-        count = enable_apply()
+        global _enabling_from_hook
+        _enabling_from_hook = True
+        try:
+            count = enable_apply()
+        finally:
+            _enabling_from_hook = False
         if not is_enabled():
             warn(f"{ENABLE_VAR}=1 but {PATH_VAR}={setting.path!r} holds no solutions; Trace Apply stays off")
         return count
