@@ -135,6 +135,10 @@ report["late_in_sys_modules_before"] = [m for m in ("flashinfer.comm", "flashinf
 report["wrapped_at_enable"] = fita.enable_apply({"allreduce_fusion_h64": lambda input, **_: input * 2,
                                                 "concat_mla_k_h4_nope8_rope4_d12": lambda k, k_nope, k_rope: torch.cat([k_nope, k_rope.expand(-1, k_nope.shape[1], -1)], -1),
                                                 "rmsnorm_h64": lambda hidden_states, weight: hidden_states})
+report["wrapped_at_enable"] = fita.enable_apply({"allreduce_fusion_h64": lambda input, **_: input * 2,
+                                                "concat_mla_k_h4_nope8_rope4_d12": lambda k, k_nope, k_rope: torch.cat([k_nope, k_rope.expand(-1, k_nope.shape[1], -1)], -1),
+                                                "rmsnorm_h64": lambda hidden_states, weight: hidden_states})  # again: replaces the session
+report["finders_while_enabled"] = sum("FlashInfer" in type(f).__name__ for f in sys.meta_path)
 report["late_in_sys_modules_after_enable"] = [m for m in ("flashinfer.comm", "flashinfer.concat_ops") if m in sys.modules]
 import flashinfer.comm
 import flashinfer.comm.allreduce as ar_module
@@ -179,6 +183,7 @@ def test_submodules_imported_after_a_programmatic_enable_are_wrapped_and_restore
     assert report["stats"]["flashinfer.comm.allreduce.allreduce_fusion"]["hit"] == 1
     assert report["stats"]["flashinfer.concat_ops.concat_mla_k"]["hit"] == 1
     assert all(report["restored"].values()), report["restored"]
+    assert report["finders_while_enabled"] == 1  # a re-enable replaced the watcher, did not stack one
     assert report["finder_left"] == [] and report["after_disable_routed"] is False
 
 
