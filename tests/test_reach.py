@@ -251,3 +251,32 @@ def test_doctor_inside_a_running_process_inspects_the_session():
     assert fita.is_enabled()  # inspecting does not end the session
     with pytest.raises(RuntimeError, match="would replace the enabled session"):
         fita.doctor(solutions={"rmsnorm_h64": lambda **_: None})
+
+
+def test_a_wrapper_held_where_no_scan_looks_runs_the_original_after_disable():
+    """vLLM keeps lazily imported FlashInfer functions in a functools.cache:
+    a wrapper cached there during the session must not keep routing."""
+    from test_correctness import original_refuses_cpu
+
+    calls = []
+
+    def solution(hidden_states, weight):
+        calls.append(1)
+        return hidden_states + 1
+
+    _quiet_enable({"rmsnorm_h64": solution})
+
+    @functools.cache
+    def lazy_impl():
+        return flashinfer.norm.rmsnorm
+
+    x, w = torch.randn(2, 64), torch.ones(64)
+    assert torch.equal(lazy_impl()(x, w), x + 1) and calls == [1]
+    wrapper = lazy_impl()
+    _quiet_disable()
+    assert lazy_impl() is wrapper and wrapper.__wrapped__ is flashinfer.norm.rmsnorm  # identity kept
+    original_refuses_cpu(lambda: lazy_impl()(x, w))  # FlashInfer's own kernel ran: it needs CUDA
+    assert calls == [1]
+    _quiet_enable({"rmsnorm_h64": solution})  # a new session does not revive the old wrapper
+    original_refuses_cpu(lambda: wrapper(x, w))
+    assert torch.equal(flashinfer.norm.rmsnorm(x, w), x + 1) and calls == [1, 1]
