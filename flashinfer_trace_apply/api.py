@@ -20,8 +20,8 @@ from .definition_state import HealthBoard
 from .env import ENABLE_VAR, PATH_VAR, prebuild_setting, read_env
 from .patcher import PatchSet
 from .prebuild import prebuild
-from .plan_state import PlanRecorder, plan_inputs_for
-from .registry import could_produce, describe_object, discover_apis, module_aliases
+from .plan_state import PlanRecorder
+from .registry import describe_object, discover_apis
 from .warn import warn
 
 
@@ -33,6 +33,7 @@ class _Session:
     board: StatsBoard = field(default_factory=StatsBoard)
     health: HealthBoard = field(default_factory=HealthBoard)
     workloads: Optional[Any] = field(default_factory=workloads.enabled)  # WorkloadBook with a stats dir
+    watcher: Any = None  # late_imports.LateImportWatcher while enabled (issue 11)
 
 
 _lock = threading.RLock()
@@ -40,9 +41,10 @@ _session: Optional[_Session] = None
 _last_board = StatsBoard()
 _last_health = HealthBoard()
 _last_workloads: Optional[Any] = None
+_enabling_from_hook = False  # the import hook patches before engines bind names
 
 
-def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None) -> int:
+def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None, rebind: Optional[bool] = None) -> int:
     """Route FlashInfer calls whose definition name is in ``solutions``.
 
     ``solutions`` maps definition names (``"rmsnorm_h4096"``) to a Python
@@ -52,11 +54,16 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
     ``definitions`` (a mapping of Definition JSONs by name, or a curated
     folder) adds dtype and constraint checks to routing. Calling it again
     replaces the previous mapping. Returns the number of attributes wrapped.
+
+    Names outside FlashInfer still bound to an original API object (``from
+    flashinfer.norm import f`` before this call) are named in a warning;
+    ``rebind=True`` (default: ``FLASHINFER_TRACE_APPLY_REBIND``) points them
+    at the wrappers too, until ``disable_apply()``.
     """
-    return _enable(solutions, definitions, strict=True)
+    return _enable(solutions, definitions, strict=True, rebind=rebind)
 
 
-def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bool) -> int:
+def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bool, rebind: Optional[bool] = None) -> int:
     """``enable_apply``; ``strict=False`` (the start-up hook) turns off a
     solution that fails to prebuild instead of raising."""
     global _session, _last_board, _last_health, _last_workloads
@@ -87,7 +94,7 @@ def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bo
         session = _Session(names=sorted(mapping))
         _last_board, _last_health, _last_workloads = session.board, session.health, session.workloads
         try:
-            count = _install(session, configuration)
+            count = _install(session, configuration, rebind)
         except BaseException:
             session.patches.restore()
             raise
@@ -120,45 +127,27 @@ def _routing_context(session: _Session, configuration: "config.Configuration") -
     )
 
 
-def _install(session: _Session, configuration: "config.Configuration") -> int:
+def _install(session: _Session, configuration: "config.Configuration", rebind: Optional[bool] = None) -> int:
     import flashinfer  # noqa: F401, PLC0415 - fills the trace registry
 
-    from .dispatch import ApiRoute  # noqa: PLC0415
+    from .wrapping import wrap_api  # noqa: PLC0415
 
     # The built-in engine goes first: its disable puts FlashInfer's originals
     # back, which must happen before we read and wrap them, not over our wrappers.
     builtin_guard.take_over(session.patches)
     context = _routing_context(session, configuration)
-    recorder = context.recorder
     names = session.names
     problems: List[str] = []
     served: Set[str] = set()
     taken: List[str] = []  # APIs another tool had replaced: ours routes them while enabled
     wrapped = 0
     for spec in discover_apis():
-        # Only APIs some registered name could match get a route: building
-        # one reads signatures and templates, paid in every worker.
-        if not any(could_produce(t, names) for t in spec.templates):
-            continue
-        route = ApiRoute(spec, context)
-        serves, issues = route.routable_names(names)
-        problems.extend(issues)
-        if not serves:
-            continue
-        served.update(serves)
-        wrapper = route.build_wrapper()
-        if spec.foreign is not None:
+        outcome = wrap_api(session.patches, spec, context, names)
+        wrapped += outcome.wrapped
+        problems.extend(outcome.problems)
+        served.update(outcome.serves)
+        if outcome.serves and spec.foreign is not None:
             taken.append(f"{spec.fi_api} (was {describe_object(spec.foreign)})")
-        if session.patches.replace(spec.owner, spec.attr, spec.stored, wrapper):
-            wrapped += 1
-        if not spec.is_method:
-            for owner, attr in module_aliases(spec.current, skip=(spec.owner, spec.attr)):
-                if session.patches.replace(owner, attr, spec.current, wrapper):
-                    wrapped += 1
-        if spec.is_method and plan_inputs_for(spec.owner) is not None:
-            plan = vars(spec.owner).get("plan")
-            if callable(plan):
-                session.patches.replace(spec.owner, "plan", plan, recorder.wrap_plan(plan))
     if problems:
         configuration.report.add("some registered definitions cannot be routed: " + "; ".join(problems))
     if taken:
@@ -167,22 +156,35 @@ def _install(session: _Session, configuration: "config.Configuration") -> int:
             f"it is enabled (calls it does not route run FlashInfer's kernel) and puts the tool's objects "
             f"back on disable: {', '.join(taken)}"
         )
+    # -- reach (issue 11): late submodules, names bound before enable ------
+    from . import reach  # noqa: PLC0415
+
+    wrapped += reach.check_bindings(session.patches, rebind, from_hook=_enabling_from_hook)
+    session.watcher = reach.arm_late_imports(session.patches, context, names)
     _report_unservable(configuration, [n for n in names if n not in served])
     return wrapped
 
 
 def _report_unservable(configuration: "config.Configuration", unserved: List[str]) -> None:
     """Say at enable, not at a disable a server never calls, which names no
-    wrapped API can produce."""
-    if unserved:
+    FlashInfer template can produce. A name that a template of a submodule
+    not imported yet can produce (``allreduce_fusion_h4096`` before
+    ``import flashinfer.comm``) is wrapped when that module is imported."""
+    from .registry import could_ever_produce  # noqa: PLC0415
+
+    never = [name for name in unserved if not could_ever_produce(name)]
+    if never:
         configuration.report.add(
-            f"{len(unserved)} registered definition name(s) can never match a call: no FlashInfer API "
-            f"loaded now names calls so: {', '.join(unserved)}. Check the spelling and the shape "
-            "(`flashinfer-trace-apply list` shows a folder's names)"
+            f"{len(never)} registered definition name(s) can never match a call: no FlashInfer API names "
+            f"calls so: {', '.join(never)}. Check the spelling and the shape (`flashinfer-trace-apply doctor` "
+            "shows the closest names)"
         )
 
 
 def _restore(session: _Session, report_unmatched: bool) -> None:
+    from . import reach  # noqa: PLC0415 - issue 11
+
+    reach.before_restore(session.watcher, session.patches)
     left_alone = session.patches.restore()
     if left_alone:
         warn(
@@ -251,7 +253,12 @@ def enable_from_environment() -> int:
         return 0
     try:
         path = config.check_environment_folder()
-        count = _enable(None, None, strict=False)
+        global _enabling_from_hook
+        _enabling_from_hook = True
+        try:
+            count = _enable(None, None, strict=False)
+        finally:
+            _enabling_from_hook = False
         if not is_enabled():
             warn(f"{ENABLE_VAR}=1 but {PATH_VAR}={path!r} holds no solutions; Trace Apply stays off")
         return count

@@ -6,6 +6,8 @@
     flashinfer-trace-apply run --path DIR -- CMD    run CMD with the plugin on
     flashinfer-trace-apply stats DIR [--json|--prometheus]
                                                     add up what every process routed
+    flashinfer-trace-apply doctor [DIR] [--import MOD] [--json]
+                                                    will each definition be routed here
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--path", help="curated folder (default: the bundled one)")
     runner.add_argument("command", nargs=argparse.REMAINDER)
     runner.set_defaults(run=_cmd_run)
+    from .doctor import add_command as add_doctor  # noqa: PLC0415
+
+    add_doctor(sub)
     return parser
 
 

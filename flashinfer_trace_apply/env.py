@@ -49,7 +49,26 @@ TRITON_FAST_LAUNCH_VAR = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
 Read by ``solutions/src/_fast_launch.py``, which runs without this package
 and so restates the name; a test checks the two agree."""
 
+REBIND_VAR = "FLASHINFER_TRACE_APPLY_REBIND"
+"""``1``: a programmatic ``enable_apply()`` also rebinds names outside
+FlashInfer that still hold an original API object (bound before enable), and
+disable restores them; ``0`` or empty (default): such names are only
+reported. ``enable_apply(..., rebind=...)`` overrides it."""
+
 OFF_VALUES = ("", "0")
+
+
+def read_rebind(environ: "os._Environ[str] | dict[str, str] | None" = None) -> "tuple[bool, str | None]":
+    """(``FLASHINFER_TRACE_APPLY_REBIND`` is ``1``, problem with its value):
+    ``0`` or empty is off; anything else is reported and stays off."""
+    env = os.environ if environ is None else environ
+    raw = env.get(REBIND_VAR, "")
+    value = raw.strip()
+    if value in OFF_VALUES:
+        return False, None
+    if value == "1":
+        return True, None
+    return False, f"{REBIND_VAR} must be '0', '1' or empty, got {raw!r}; names bound before enable are only reported"
 
 
 @dataclass(frozen=True)

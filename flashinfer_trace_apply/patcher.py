@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, Dict, List, Tuple
 
 _ABSENT = object()
 
@@ -48,6 +48,27 @@ class PatchSet:
         setattr(owner, attr, replacement)
         self.patches.append(Patch(owner, attr, expected, replacement))
         return True
+
+    def adopt(self, owner: Any, attr: str, original: Any, replacement: Any) -> bool:
+        """Record that ``owner.attr`` holds ``replacement`` although we did
+        not set it (a module imported during the session bound our wrapper:
+        ``from .allreduce import allreduce_fusion``), so that restore puts
+        back ``original``, the object it would hold without us."""
+        if read_attribute(owner, attr) is not replacement:
+            return False
+        if any(p.owner is owner and p.attr == attr for p in self.patches):
+            return False
+        self.patches.append(Patch(owner, attr, original, replacement))
+        return True
+
+    def originals_by_replacement(self) -> Dict[int, Tuple[Any, Any]]:
+        """``id(replacement) -> (original, replacement)`` for module-level
+        patches (free functions), to recognise our wrappers bound elsewhere."""
+        return {
+            id(p.replacement): (p.original, p.replacement)
+            for p in self.patches
+            if inspect.ismodule(p.owner)
+        }
 
     def restore(self) -> List[str]:
         """Undo every patch; returns the attributes left alone, described."""

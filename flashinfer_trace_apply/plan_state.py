@@ -85,6 +85,9 @@ class PlanRecorder:
                 pass
             return plan(*args, **kwargs)
 
+        # Marked so a class is never given two recorders (``begin_forward``
+        # is the same function as ``plan``; several methods share one plan).
+        plan_recording_arguments.__fita_plan_recorder__ = True
         return plan_recording_arguments
 
     def recorded(self, instance: Any) -> Dict[str, Any]:

@@ -182,3 +182,76 @@ def module_aliases(obj: Any, skip: Tuple[Any, str]) -> List[Tuple[Any, str]]:
 
 def describe_object(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+# -- discovery after enable (FlashInfer submodules imported late) ----------------
+
+
+def registry_size() -> int:
+    """How many entries FlashInfer's trace registry holds now; a later
+    :func:`discover_new_apis` reads only what was appended after it."""
+    registry, _selectors, _naming = _registry()
+    return len(registry)
+
+
+def discover_new_apis(start: int, pending: Sequence[Tuple[Callable, Any]] = ()) -> Tuple[List[ApiSpec], List[Tuple[Callable, Any]], int]:
+    """The APIs registered since index ``start`` (plus ``pending`` entries
+    that could not be located before), as :class:`ApiSpec` s.
+
+    Returns ``(specs, unlocated, next_start)``: ``unlocated`` are entries
+    whose public attribute is not bound yet (their module, or the class that
+    holds the method, is still being executed); pass them back as
+    ``pending`` on the next call. Only the new tail of the registry is read,
+    so a late import costs in proportion to what it registered.
+    """
+    registry, selectors, naming = _registry()
+    end = len(registry)
+    entries = list(pending) + [(original, template) for original, template, _label in registry[start:end]]
+    by_original: Dict[int, ApiSpec] = {}
+    order: List[ApiSpec] = []
+    unlocated: List[Tuple[Callable, Any]] = []
+    for original, template in entries:
+        spec = by_original.get(id(original))
+        if spec is None:
+            located = _locate(original)
+            if located is None:
+                unlocated.append((original, template))
+                continue
+            owner, attr, current, foreign = located
+            spec = ApiSpec(
+                fi_api=naming(original),
+                owner=owner,
+                attr=attr,
+                current=current,
+                original=original,
+                selector=selectors.get(original),
+                foreign=foreign,
+            )
+            by_original[id(original)] = spec
+            order.append(spec)
+        if all(t is not template for t in spec.templates):
+            spec.templates.append(template)
+    return order, unlocated, end
+
+
+def could_ever_produce(name: str) -> bool:
+    """Whether any of FlashInfer's trace templates, those of submodules not
+    imported yet included (``flashinfer.comm``'s are only registered when it
+    is imported), can produce ``name``. The template modules are small;
+    this runs only for names no loaded API serves."""
+    import pkgutil  # noqa: PLC0415
+
+    try:
+        from flashinfer.trace import templates  # noqa: PLC0415
+        from flashinfer.trace.template import TraceTemplate  # noqa: PLC0415
+    except Exception:  # noqa: BLE001 - a release without the templates package: cannot tell
+        return False
+    for info in pkgutil.iter_modules(templates.__path__):
+        try:
+            module = importlib.import_module(f"{templates.__name__}.{info.name}")
+        except Exception:  # noqa: BLE001 - one broken template module hides only its own names
+            continue
+        for value in vars(module).values():
+            if isinstance(value, TraceTemplate) and could_produce(value, [name]):
+                return True
+    return False
