@@ -50,6 +50,7 @@ class StatsWriter:
         self.path = directory / f"{socket.gethostname()}-{os.getpid()}.json"
         self.started = time.time()
         self._last: Optional[str] = None
+        self._rank: Dict[str, Optional[int]] = {"rank": None, "world_size": None}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="flashinfer_trace_apply-stats", daemon=True)
 
@@ -69,10 +70,13 @@ class StatsWriter:
     def write(self) -> None:
         try:
             body = self.snapshot()
-            key = json.dumps(body, sort_keys=True)
+            key = json.dumps([body, _rank()], sort_keys=True)
             if key == self._last:
                 return
-            record = {"format": FORMAT, "pid": os.getpid(), "host": socket.gethostname(), **_rank(),
+            seen = _rank()
+            if seen["rank"] is not None:
+                self._rank = seen  # kept: at exit the process group may be gone already
+            record = {"format": FORMAT, "pid": os.getpid(), "host": socket.gethostname(), **self._rank,
                       "started": self.started, "updated": time.time(), **body}
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.directory)
             with os.fdopen(fd, "w") as f:

@@ -146,7 +146,8 @@ def rank_main(rank: int, world: int, backend: str, port: int, result_dir: str) -
     report["stats"] = fita.stats()
     Path(result_dir, f"rank{rank}.json").write_text(json.dumps(report))
     dist.barrier()
-    dist.destroy_process_group()
+    # The process group stays up until exit, as in a serving engine: the
+    # stats file written at exit then carries the rank.
 
 
 def _free_port() -> int:
