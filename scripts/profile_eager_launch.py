@@ -168,7 +168,7 @@ def main(argv: List[str] | None = None) -> int:
     print(f"{'case':48s} {'us/call':>9s}")
     for case, us in rows.items():
         print(f"{case:48s} {us:9.2f}")
-    print(f"launcher: off={launcher.off} shim_off={launcher.shim_off} fast_calls={launcher.fast_calls} "
+    print(f"launcher: off={launcher.off} fast_calls={launcher.fast_calls} "
           f"standard_calls={launcher.standard_calls} site.launch={type(site.launch).__name__}")
     print(f"stats: {stats.get('flashinfer.norm.rmsnorm')}")
     if args.cprofile:

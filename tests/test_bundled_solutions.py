@@ -352,6 +352,30 @@ def test_routed_norms_keep_the_callers_conventions(dtype):
     assert hits("flashinfer.norm.gemma_rmsnorm") == 1 and hits("flashinfer.norm.gemma_fused_add_rmsnorm") == 1
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+def test_routed_mla_norms_read_kv_a_in_place_from_latent_cache(dtype):
+    """DeepSeek MLA, as SGLang calls it (out and enable_pdl passed
+    positionally): q_a (1536 wide) and kv_a, a row-strided view of
+    latent_cache (512 latent + 64 rope channels a row). kv_a is read where it
+    is (its copy stays as it was, the rope channels untouched); both results
+    are within one ulp of the reference at batch 1, 3 and 127."""
+    torch.manual_seed(14)
+    enable("rmsnorm_h512", "rmsnorm_h1536")
+    w_kv, w_q = rand(512, dtype=dtype), rand(1536, dtype=dtype)
+    for batch in (1, 3, 127):
+        latent_cache = rand(batch, 576, dtype=dtype)
+        kv_a = latent_cache[..., :512]
+        assert kv_a.stride() == (576, 1) and (batch == 1 or not kv_a.is_contiguous())
+        before = latent_cache.clone()
+        got = flashinfer.norm.rmsnorm(kv_a, w_kv, 1e-6, None, None)
+        assert got.shape == (batch, 512) and got.dtype == dtype
+        assert_close(got, ref_rmsnorm(kv_a, w_kv), f"kv_a batch={batch}")
+        assert torch.equal(latent_cache, before)
+        q_a = rand(batch, 1536, dtype=dtype)
+        assert_close(flashinfer.norm.rmsnorm(q_a, w_q, 1e-6, None, None), ref_rmsnorm(q_a, w_q), f"q_a batch={batch}")
+    assert hits("flashinfer.norm.rmsnorm") == 6
+
+
 def test_routed_activation_with_out():
     torch.manual_seed(12)
     x = rand(3, 28672)
