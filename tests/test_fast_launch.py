@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import statistics
-import struct
 import sys
 import time
 import types

@@ -167,9 +167,10 @@ _RUN_CACHES = ("kernel_cache", "kernel_key_cache", "target", "backend", "binder"
 # CudaLauncher.__call__ on DIRECT_C_LAUNCH releases: the C launch call the
 # direct path makes itself (scratch pointers None: only used for kernels
 # that need none).
+# __call__(self, gridX, gridY, gridZ, stream, function, *args): args starts
+# with the packed metadata, the launch metadata and the two hooks.
 _C_LAUNCH = ("self.launch", ("gridX", "gridY", "gridZ", "stream", "function", "self.launch_cooperative_grid",
-                             "self.launch_pdl", "global_scratch", "profile_scratch", "kernel_metadata",
-                             "launch_metadata", "launch_enter_hook", "launch_exit_hook", "*args"))
+                             "self.launch_pdl", "global_scratch", "profile_scratch", "*args"))
 
 
 def _tree(func):

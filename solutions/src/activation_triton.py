@@ -22,6 +22,8 @@ which Dynamo traces.
 
 import os
 
+import sys
+
 import torch
 import triton
 
@@ -29,7 +31,20 @@ import triton
 # Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
 from _rows import row_layout
-from _fast_launch import FastLauncher, compiling
+from _fast_launch import FastLauncher
+
+
+# torch.compile: Dynamo traces these entry points and must import the module
+# of every function it inlines, which a solution's sibling files (_fast_launch,
+# _rows) are not (the loader keeps only the entry module in sys.modules), so
+# the check lives here. Same rule as _fast_launch.compiling().
+_modules = sys.modules
+_is_compiling = torch.compiler.is_compiling
+
+
+def compiling() -> bool:
+    """True while torch.compile traces the caller (one dict lookup otherwise)."""
+    return "torch._dynamo" in _modules and _is_compiling()
 
 SILU, GELU, GELU_TANH, GELU_TANH_PTX = 0, 1, 2, 3
 

@@ -25,9 +25,25 @@ Triton's per-call overhead; under ``torch.compile`` the standard launch,
 which Dynamo traces.
 """
 
+import sys
+
+import torch
 import triton
 import triton.language as tl
-from _fast_launch import FastLauncher, compiling
+from _fast_launch import FastLauncher
+
+
+# torch.compile: Dynamo traces these entry points and must import the module
+# of every function it inlines, which a solution's sibling files (_fast_launch,
+# _rows) are not (the loader keeps only the entry module in sys.modules), so
+# the check lives here. Same rule as _fast_launch.compiling().
+_modules = sys.modules
+_is_compiling = torch.compiler.is_compiling
+
+
+def compiling() -> bool:
+    """True while torch.compile traces the caller (one dict lookup otherwise)."""
+    return "torch._dynamo" in _modules and _is_compiling()
 
 
 @triton.jit
