@@ -42,6 +42,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -306,7 +307,9 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
         fita.enable_apply(solutions, definitions=folder)
 
     def off():
-        fita.disable_apply()
+        with warnings.catch_warnings():  # "registered definitions never matched": most are other models'
+            warnings.simplefilter("ignore")
+            fita.disable_apply()
 
     for key in args.models:
         model = MODELS[key]

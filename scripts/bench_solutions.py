@@ -537,6 +537,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             for dtype_name in args.dtypes:
                 progress(f"[{i + 1}/{len(definitions)}] {definition} {dtype_name} ({time.perf_counter() - began:.0f}s)")
                 rows.extend(bench_definition(definition, dtype_name, args.batches, args, progress))
+            if args.json:  # after each definition: a run cut short keeps what it measured
+                Path(args.json).write_text(json.dumps({"meta": metadata(argv), "rows": rows}, indent=2))
         report = {"meta": metadata(argv), "rows": rows}
         report["summary"] = summarize(rows)
         if args.json:
