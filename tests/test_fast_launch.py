@@ -229,9 +229,11 @@ def test_switch_and_interpreter_turn_it_off_quietly(fl, environ):
     assert launcher.off and not _fast_launch_warnings(caught)
 
 
-def test_compiling_is_detected_without_importing_dynamo():
-    """Eager: False, and torch._dynamo stays unimported; traced by
-    torch.compile(fullgraph=True): True. One interpreter for all three."""
+def test_kernel_files_detect_compiling_without_importing_dynamo():
+    """Each kernel file's compiling(): eager False, and torch._dynamo stays
+    unimported (importing the kernel files, Triton included, does not import
+    it either); traced by torch.compile(fullgraph=True): True. One
+    interpreter for all of it."""
     import json
     import subprocess
 
@@ -239,18 +241,22 @@ def test_compiling_is_detected_without_importing_dynamo():
 import json, sys
 sys.path.insert(0, {str(SOURCE.parent)!r})
 import torch
-import _fast_launch as fl
-before = 'torch._dynamo' in sys.modules
-eager = fl.compiling()
-after = 'torch._dynamo' in sys.modules
-def f(x):
-    return x + 1 if fl.compiling() else x - 1
-traced = torch.compile(f, fullgraph=True, backend='eager')(torch.zeros(1)).item()
-print(json.dumps([before, eager, after, traced, fl.compiling()]))
+import norm_triton, activation_triton, rope_triton
+found = []
+for module in (norm_triton, activation_triton, rope_triton):
+    before = 'torch._dynamo' in sys.modules
+    eager = module.compiling()
+    found.append([before, eager, 'torch._dynamo' in sys.modules])
+for module in (norm_triton, activation_triton, rope_triton):
+    def f(x, check=module.compiling):
+        return x + 1 if check() else x - 1
+    found.append([torch.compile(f, fullgraph=True, backend='eager')(torch.zeros(1)).item(), module.compiling()])
+print(json.dumps(found))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [False, False, False, 1.0, False]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[False, False, False]] * 3 + [[1.0, False]] * 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs without a GPU")

@@ -49,8 +49,10 @@ longer has the statements the fast path repeats (``internals_problem``:
 checked once per process, and by tests/test_fast_launch.py in CI), and on a
 non-CUDA backend. Turning itself off (any reason but the switch and the
 interpreter) warns once per process and reason. Under ``torch.compile``
-(``compiling()``) the kernel files launch the standard way,
-``kernel[grid](...)``, which Dynamo traces into the graph.
+the kernel files launch the standard way, ``kernel[grid](...)``, which
+Dynamo traces into the graph (each decides ``compiling()`` itself: Dynamo
+must import the module of every function it inlines, and this file, a
+solution's sibling, is not kept in sys.modules).
 """
 
 from __future__ import annotations
@@ -68,8 +70,7 @@ import torch
 import triton
 
 
-__all__ = ["ENV_SWITCH", "VERIFIED_TRITON", "FastLauncher", "LaunchSite", "compiling", "gate", "internals_problem",
-           "triton_version"]
+__all__ = ["ENV_SWITCH", "VERIFIED_TRITON", "FastLauncher", "LaunchSite", "gate", "internals_problem", "triton_version"]
 
 ENV_SWITCH = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
 # (major, minor) of the Triton releases whose JITFunction.run and
@@ -128,14 +129,6 @@ def gate(environ=None, version: str | None = None) -> str | None:
 
 
 _modules = sys.modules
-_is_compiling = torch.compiler.is_compiling
-
-
-def compiling() -> bool:
-    """True while torch.compile (Dynamo) traces the caller. Without
-    ``torch._dynamo`` imported nothing is being compiled, so an eager call
-    pays one dict lookup; Dynamo folds ``is_compiling()`` to True."""
-    return "torch._dynamo" in _modules and _is_compiling()
 
 
 # One record per process, shared by every copy of this file (each bundled

@@ -39,13 +39,15 @@ from _fast_launch import FastLauncher
 # torch.compile: Dynamo traces these entry points and must import the module
 # of every function it inlines, which a solution's sibling files (_fast_launch,
 # _rows) are not (the loader keeps only the entry module in sys.modules), so
-# the check lives here. Same rule as _fast_launch.compiling().
+# the check lives here (the same three lines in each kernel file).
 _modules = sys.modules
 _is_compiling = torch.compiler.is_compiling
 
 
 def compiling() -> bool:
-    """True while torch.compile traces the caller (one dict lookup otherwise)."""
+    """True while torch.compile (Dynamo) traces the caller. Without
+    ``torch._dynamo`` imported nothing is being compiled, so an eager call
+    pays one dict lookup; Dynamo folds ``is_compiling()`` to True."""
     return "torch._dynamo" in _modules and _is_compiling()
 
 
