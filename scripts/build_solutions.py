@@ -34,7 +34,7 @@ DTYPES = ["bfloat16", "float16"]
 # Shipped beside every kernel source in each Solution (the loader puts the
 # solution's folder on sys.path while importing the entry file, so the kernel
 # files import these by plain name at module level).
-SHARED_SOURCES = ("_fast_launch.py", "_launch_shim.py", "_launch_shim.c", "_rows.py")
+SHARED_SOURCES = ("_fast_launch.py", "_rows.py")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,14 @@ NORM_SIZES = {
     5120: "Qwen3-14B, Qwen3-32B, Qwen2.5-32B",
     7168: "DeepSeek-V3, DeepSeek-R1",
     8192: "Llama-3.1-70B, Qwen2.5-72B",
+}
+# Latent widths of DeepSeek's multi-head latent attention, normalised every
+# layer by plain rmsnorm (SGLang forwards them to FlashInfer): q_a at the
+# query LoRA rank and kv_a at the KV LoRA rank, the latter a row-strided view
+# of latent_cache (512 + 64 rope channels a row), read in place.
+MLA_NORM_SIZES = {
+    512: "DeepSeek-V3 kv_a, DeepSeek-R1 kv_a",
+    1536: "DeepSeek-V3 q_a, DeepSeek-R1 q_a",
 }
 GEMMA_SIZES = {
     1152: "Gemma-3-1B",
@@ -118,6 +126,21 @@ APPLIES_WHEN = {
     "silu_and_mul_h12288": ["num_tokens <= 128"],
     "gelu_tanh_and_mul_h43008": ["num_tokens <= 128"],
 }
+# Bounds from the H200 pass (scripts/bench_solutions.py --all --kernel-only,
+# docs/benchmarks.md): shapes where FlashInfer's kernel was more than 10%
+# faster over part of the batch range are left to it there. Activations at
+# 1024 rows near L2 size (0.87-0.89x at 14336 and 13824); the widest gated
+# activations at 16384 rows (0.88-0.90x; 1.0-1.12x up to 1024);
+# gemma_rmsnorm_h4608 and rmsnorm_h5120 at 200-256 rows (0.88-0.90x).
+APPLIES_WHEN.update({
+    "silu_and_mul_h14336": ["num_tokens <= 128"],
+    "gelu_tanh_and_mul_h13824": ["num_tokens <= 128"],
+    **{name: ["num_tokens <= 1024"] for name in (
+        "gelu_and_mul_h18432", "gelu_tanh_and_mul_h49152", "silu_and_mul_h34816", "silu_and_mul_h36864",
+        "silu_and_mul_h37888", "silu_and_mul_h51200", "silu_and_mul_h55296", "silu_and_mul_h57344")},
+    "gemma_rmsnorm_h4608": ["batch_size <= 64 or batch_size > 256"],
+    "rmsnorm_h5120": ["batch_size <= 64 or batch_size > 256"],
+})
 ROPE_HEAD_SIZES = {
     64: "Llama-3.2-1B, Qwen2.5-0.5B",
     128: "Llama-3.1, Mistral, Qwen2.5, Qwen3",
@@ -131,6 +154,8 @@ CATALOG: List[Op] = [
        "flashinfer.norm.fused_add_rmsnorm", NORM_SIZES,
        "Residual add then RMSNorm over a hidden size of {v}, in place: residual += hidden_states, "
        "hidden_states = rmsnorm(residual) * weight (the fp32 sum is normalized)."),
+    Op("rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "rmsnorm", "flashinfer.norm.rmsnorm",
+       MLA_NORM_SIZES, "RMSNorm over a latent width of {v} (rows may be a row-strided view): y = x / rms(x) * weight."),
     Op("gemma_rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "gemma_rmsnorm", "flashinfer.norm.gemma_rmsnorm",
        GEMMA_SIZES, "Gemma RMSNorm over a hidden size of {v}: y = x / rms(x) * (weight + 1)."),
     Op("gemma_fused_add_rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "gemma_fused_add_rmsnorm",

@@ -114,7 +114,6 @@ def main(argv: List[str] | None = None) -> int:
         "C launcher, int pointers": raw(ptr_args),
         "CudaLauncher.__call__": lambda: cl(grid[0], 1, 1, stream, fn_handle, meta, None, None, None, *launch_args),
         "LaunchSite (key + checks + launch)": lambda: site(args.batch, 1, *rt),
-        "LaunchSite.launch (compiled site if built)": lambda: site.launch(args.batch, 1, *rt),
         "LaunchSite.python_launch (one Python frame)": lambda: site.python_launch(args.batch, 1, *rt),
         "piece: site key (slow-path twin)": lambda: site._key(rt),
         "piece: x.new_empty(shape)": lambda: x.new_empty((args.batch, args.hidden)),
@@ -132,17 +131,6 @@ def main(argv: List[str] | None = None) -> int:
     }, args.number, args.rounds)
     original = flashinfer.rmsnorm
     fita.enable_apply({name: solution})
-    few, many = solution.__globals__["_RMSNORM"].sites[args.hidden]
-
-    @contextlib.contextmanager
-    def python_sites():
-        """The sites on their Python launch functions (the compiled site set aside)."""
-        saved = few.launch, many.launch
-        few.launch, many.launch = few.python_launch or few.launch, many.python_launch or many.launch
-        try:
-            yield
-        finally:
-            few.launch, many.launch = saved
 
     try:
         rows.update(table({
@@ -150,7 +138,6 @@ def main(argv: List[str] | None = None) -> int:
             "routed: flashinfer.rmsnorm(x, w, out=out)": lambda: flashinfer.rmsnorm(x, w, out=out),
             "solution(x, w) again (same rounds)": lambda: solution(x, w),
             "FlashInfer's flashinfer.rmsnorm(x, w) (same rounds)": lambda: original(x, w),
-            "routed, Python launch function in place of the compiled site": (lambda: flashinfer.rmsnorm(x, w), python_sites),
         }, args.number, args.rounds))
         if args.cprofile:
             profile = cProfile.Profile()
@@ -168,7 +155,7 @@ def main(argv: List[str] | None = None) -> int:
     print(f"{'case':48s} {'us/call':>9s}")
     for case, us in rows.items():
         print(f"{case:48s} {us:9.2f}")
-    print(f"launcher: off={launcher.off} shim_off={launcher.shim_off} fast_calls={launcher.fast_calls} "
+    print(f"launcher: off={launcher.off} fast_calls={launcher.fast_calls} "
           f"standard_calls={launcher.standard_calls} site.launch={type(site.launch).__name__}")
     print(f"stats: {stats.get('flashinfer.norm.rmsnorm')}")
     if args.cprofile:

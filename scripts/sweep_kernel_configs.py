@@ -3,7 +3,8 @@ launch configurations, next to FlashInfer's own kernel, on one GPU in one
 process: the evidence behind the tile and warp choices in
 ``solutions/src/norm_triton.py`` and ``solutions/src/activation_triton.py``.
 
-    python scripts/sweep_kernel_configs.py [--only act] [--act-cases silu_and_mul:12288 ...] [--json OUT.json]
+    python scripts/sweep_kernel_configs.py [--only act] [--act-cases silu_and_mul:12288 ...]
+        [--norm-cases rmsnorm:512:576 ...] [--json OUT.json]
 
 Timing as in ``bench_solutions.py`` (calls captured in a CUDA graph,
 replayed, CUDA events). Each row: FlashInfer µs, then per configuration
@@ -39,11 +40,13 @@ def _module(name: str):
 
 def norm_rows(norm, args) -> List[Dict[str, Any]]:
     rows = []
-    for op, n in (("rmsnorm", 4096), ("rmsnorm", 5120), ("rmsnorm", 8192), ("gemma_rmsnorm", 2304),
-                  ("gemma_rmsnorm", 3584), ("fused_add_rmsnorm", 4096)):
+    for spec in args.norm_cases:
+        op, n, *stride = spec.split(":")
+        n = int(n)
+        stride = int(stride[0]) if stride else n  # row stride of the input (a view of a wider buffer)
         for dtype in (torch.bfloat16, torch.float16):
             for batch in args.norm_batches:
-                x = torch.randn(batch, n, device="cuda", dtype=dtype)
+                x = torch.randn(batch, stride, device="cuda", dtype=dtype)[:, :n]
                 r = torch.randn(batch, n, device="cuda", dtype=dtype)
                 w = torch.randn(n, device="cuda", dtype=dtype)
                 y = torch.empty_like(x)
@@ -58,10 +61,10 @@ def norm_rows(norm, args) -> List[Dict[str, Any]]:
                 row = {"op": op, "n": n, "dtype": str(dtype).split(".")[-1], "batch": batch,
                        "flashinfer_us": kernel_us(ref, moved, args.budget_ms)}
                 block = 1 << (n - 1).bit_length()
-                for warps in (2, 4, 8, 16):
+                for warps in (1, 2, 4, 8, 16):
                     def call(warps=warps):
                         norm._rmsnorm_rows[(batch,)](
-                            x, r if add else y, w, n, 0, n, 0, 1, n, 1e-6,
+                            x, r if add else y, w, stride, 0, n, 0, 1, n, 1e-6,
                             BLOCK=block, EVEN=block == n, W_OFFSET=1.0 if "gemma" in op else 0.0, ADD=add,
                             num_warps=warps,
                         )
@@ -117,6 +120,10 @@ def _line(row: Dict[str, Any]) -> str:
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norm-batches", type=int, nargs="+", default=[1, 16, 256, 1024, 4096, 16384])
+    parser.add_argument("--norm-cases", nargs="+",
+                        default=["rmsnorm:4096", "rmsnorm:5120", "rmsnorm:8192", "gemma_rmsnorm:2304",
+                                 "gemma_rmsnorm:3584", "fused_add_rmsnorm:4096"],
+                        help="op:width[:row stride] for the norm sweep (rmsnorm:512:576 is DeepSeek's kv_a view)")
     parser.add_argument("--act-batches", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
     parser.add_argument("--act-cases", nargs="+", default=["silu_and_mul:28672", "gelu_tanh_and_mul:28672"],
                         help="op:gated width pairs for the activation sweep")

@@ -352,6 +352,30 @@ def test_routed_norms_keep_the_callers_conventions(dtype):
     assert hits("flashinfer.norm.gemma_rmsnorm") == 1 and hits("flashinfer.norm.gemma_fused_add_rmsnorm") == 1
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+def test_routed_mla_norms_read_kv_a_in_place_from_latent_cache(dtype):
+    """DeepSeek MLA, as SGLang calls it (out and enable_pdl passed
+    positionally): q_a (1536 wide) and kv_a, a row-strided view of
+    latent_cache (512 latent + 64 rope channels a row). kv_a is read where it
+    is (its copy stays as it was, the rope channels untouched); both results
+    are within one ulp of the reference at batch 1, 3 and 127."""
+    torch.manual_seed(14)
+    enable("rmsnorm_h512", "rmsnorm_h1536")
+    w_kv, w_q = rand(512, dtype=dtype), rand(1536, dtype=dtype)
+    for batch in (1, 3, 127):
+        latent_cache = rand(batch, 576, dtype=dtype)
+        kv_a = latent_cache[..., :512]
+        assert kv_a.stride() == (576, 1) and (batch == 1 or not kv_a.is_contiguous())
+        before = latent_cache.clone()
+        got = flashinfer.norm.rmsnorm(kv_a, w_kv, 1e-6, None, None)
+        assert got.shape == (batch, 512) and got.dtype == dtype
+        assert_close(got, ref_rmsnorm(kv_a, w_kv), f"kv_a batch={batch}")
+        assert torch.equal(latent_cache, before)
+        q_a = rand(batch, 1536, dtype=dtype)
+        assert_close(flashinfer.norm.rmsnorm(q_a, w_q, 1e-6, None, None), ref_rmsnorm(q_a, w_q), f"q_a batch={batch}")
+    assert hits("flashinfer.norm.rmsnorm") == 6
+
+
 def test_routed_activation_with_out():
     torch.manual_seed(12)
     x = rand(3, 28672)
@@ -482,3 +506,75 @@ def test_out_buffer_through_the_plugin_is_written_directly_or_via_a_checked_copy
     assert api(*args, out=strided) is strided
     assert_close(strided, expected, "strided out=")
     assert fita.stats()[api.__fita_route__.spec.fi_api]["hit"] == 2
+
+
+_TRACE_SCRIPT = r"""
+import json, sys
+import torch
+import torch.utils._triton as triton_support
+# No GPU here: tell Dynamo Triton can run, so it treats kernel[grid](...) as it
+# would on a GPU (a Triton kernel node in the graph); the graph is only
+# captured, never run.
+triton_support.has_triton = lambda: True
+triton_support.has_triton_package = lambda: True
+import flashinfer
+import flashinfer_trace_apply as fita
+
+solutions = fita.load_solutions(fita.bundled_solutions_path())
+names = ["rmsnorm_h4096", "fused_add_rmsnorm_h4096", "silu_and_mul_h28672", "rope_cos_sin_cache_inplace_d128"]
+fita.enable_apply({n: solutions[n] for n in names})
+b = 3
+x, r, w = torch.randn(b, 4096).bfloat16(), torch.randn(b, 4096).bfloat16(), torch.randn(4096).bfloat16()
+gate_up = torch.randn(b, 28672).bfloat16()
+q, k = torch.randn(b, 32 * 128).bfloat16(), torch.randn(b, 8 * 128).bfloat16()
+positions, cache = torch.randint(0, 64, (b,)), torch.randn(64, 128)
+calls = {
+    "rmsnorm": lambda: flashinfer.rmsnorm(x, w, eps=1e-6),
+    "fused_add_rmsnorm": lambda: flashinfer.fused_add_rmsnorm(x, r, w, eps=1e-6),
+    "silu_and_mul": lambda: flashinfer.silu_and_mul(gate_up),
+    "rope": lambda: flashinfer.apply_rope_with_cos_sin_cache_inplace(positions, q, k, 128, cache, is_neox=True),
+}
+
+
+class Captured(Exception):
+    pass
+
+
+found = {}
+for name, call in calls.items():
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        raise Captured
+
+    torch._dynamo.reset()
+    try:
+        torch.compile(lambda: call(), fullgraph=True, dynamic=False, backend=backend)()
+        found[name] = "ran"
+    except Exception as exc:
+        if graphs:
+            found[name] = [type(n.target).__name__ for n in graphs[0].graph.nodes if n.op == "call_function"]
+        else:
+            found[name] = f"{type(exc).__name__}: {str(exc)[:400]}"
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, tests/test_gpu.py compiles and runs the real thing")
+def test_routed_bundled_kernels_trace_into_one_graph_under_torch_compile():
+    """torch.compile(fullgraph=True) of a call routed to a bundled Triton
+    solution: Dynamo traces the plugin's dispatch and the solution's entry
+    point down to the standard kernel[grid](...) launch, one graph with the
+    Triton kernel in it, no graph break (a break raises under fullgraph).
+    In a subprocess: the interpreter (TRITON_INTERPRET) must be off."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", _TRACE_SCRIPT], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, nodes in found.items():
+        assert isinstance(nodes, list) and "TritonKernelWrapperMutation" in nodes, (name, nodes)

@@ -1,8 +1,10 @@
 """The Triton launch fast path shared by the bundled kernels
 (solutions/src/_fast_launch.py).
 
-CPU: the specialization key against Triton's own specializer, the version
-gate, the environment switch, the interpreter fallback, and the life of a key
+CPU: the Triton internals the fast path relies on, read from the installed
+Triton's source; the specialization key against Triton's own specializer,
+the version gate (one warning when it turns itself off), the environment
+switch, the interpreter fallback, torch.compile detection, and the life of a key
 (standard, standard + self-check, fast) on a stand-in kernel whose standard
 path keys its cache the way Triton does. GPU (``-m gpu``): the bundled kernels
 give bit-identical results through the fast and the standard launch, Triton's
@@ -15,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import statistics
-import struct
 import sys
 import time
 import types
@@ -31,8 +32,8 @@ _counter = itertools.count()
 
 
 def load_module():
-    """A fresh copy of _fast_launch (its own launcher registry), importing
-    its sibling _launch_shim from solutions/src as a solution's folder would."""
+    """A fresh copy of _fast_launch (its own launcher registry), loaded from
+    solutions/src as a solution's folder would be."""
     spec = importlib.util.spec_from_file_location(f"_fita_test_fast_launch_{next(_counter)}", SOURCE)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(SOURCE.parent))
@@ -45,7 +46,11 @@ def load_module():
 
 @pytest.fixture
 def fl():
-    return load_module()
+    module = load_module()
+    # Warnings are once per process; each test starts with none given.
+    module._PROCESS.warned.clear()
+    yield module
+    module._PROCESS.warned.clear()
 
 
 # ---------------------------------------------------------------------------
@@ -118,6 +123,142 @@ def test_version_parsing(fl):
     assert fl.triton_version("3.10.0rc1") == (3, 10, 0)
 
 
+# ---------------------------------------------------------------------------
+# Triton internals: read from the installed Triton's source.
+# ---------------------------------------------------------------------------
+
+
+def test_installed_triton_has_the_launch_path_the_fast_path_repeats(fl):
+    """The statements of Triton's JITFunction.run (and, where the direct C
+    launch is used, CudaLauncher.__call__) that the fast path repeats are in
+    the installed Triton as written down in _fast_launch.py."""
+    import triton
+
+    version = fl.triton_version()[:2]
+    if version not in fl.VERIFIED_TRITON:
+        assert "not a verified version" in fl.gate({})  # the standard launch, whatever the internals
+        pytest.skip(f"triton {triton.__version__} is not on VERIFIED_TRITON {fl.VERIFIED_TRITON}: fast path off")
+    assert fl.internals_problem() is None
+
+
+@pytest.fixture
+def fresh_internals(fl, monkeypatch):
+    monkeypatch.setattr(fl._PROCESS, "internals", {})
+    return fl
+
+
+def test_internals_check_notices_a_changed_launch_call(fresh_internals, monkeypatch):
+    fl = fresh_internals
+    callee, args = fl._RUN_LAUNCH
+    monkeypatch.setattr(fl, "_RUN_LAUNCH", (callee, args[:3] + args[4:]))  # one argument fewer
+    assert "JITFunction.run no longer ends with kernel.run(" in fl.internals_problem()
+
+
+def test_internals_check_notices_changed_device_caches(fresh_internals, monkeypatch):
+    fl = fresh_internals
+    monkeypatch.setattr(fl, "_RUN_CACHES", ("kernel_cache", "binder"))
+    assert "device_caches" in fl.internals_problem()
+
+
+def test_internals_check_notices_a_knob_the_key_would_miss(fresh_internals, monkeypatch):
+    fl = fresh_internals
+    monkeypatch.setattr(fl, "_knob_reads", lambda version=None: [("_rt", "debug")])
+    assert "folds the knobs" in fl.internals_problem()
+
+
+def test_internals_check_holds_the_direct_c_launch_to_its_release(fresh_internals, monkeypatch):
+    """The direct C launch repeats CudaLauncher.__call__'s call of triton 3.6;
+    on a release with another call it must not be verified."""
+    fl = fresh_internals
+    version = fl.triton_version()[:2]
+    monkeypatch.setattr(fl, "DIRECT_C_LAUNCH", (version,))
+    callee, args = fl._C_LAUNCH
+    monkeypatch.setattr(fl, "_C_LAUNCH", (callee, args[:-1] + ("*kernel_args",)))
+    assert "CudaLauncher.__call__ no longer calls self.launch(" in fl.internals_problem()
+
+
+def test_unreadable_triton_source_is_not_verified(fresh_internals, monkeypatch):
+    fl = fresh_internals
+
+    def no_source(func):
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr(fl, "_tree", no_source)
+    assert "cannot read Triton's launch source" in fl.internals_problem()
+
+
+def _fast_launch_warnings(caught):
+    return [str(w.message) for w in caught if "Triton fast launch off" in str(w.message)]
+
+
+def test_turning_itself_off_warns_once_per_process(fl, monkeypatch):
+    """An unlisted Triton: every kernel of every solution takes the standard
+    launch, and the process hears about it once."""
+    other = load_module()  # another bundled solution's copy of the file
+    for module in (fl, other):
+        monkeypatch.setattr(module, "VERIFIED_TRITON", ())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        launchers = [module.FastLauncher(object(), environ={}) for module in (fl, other, fl)]
+        for launcher in launchers:
+            launcher._decide()
+    assert all("not a verified version" in launcher.off for launcher in launchers)
+    messages = _fast_launch_warnings(caught)
+    assert len(messages) == 1 and "not a verified version" in messages[0], messages
+
+
+def test_internals_problem_turns_it_off_with_one_warning(fl, monkeypatch):
+    monkeypatch.setattr(fl, "internals_problem", lambda: "JITFunction.run no longer ends with kernel.run(...)")
+    monkeypatch.setattr(fl, "gate", lambda environ=None: None)
+    monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            launcher = fl.FastLauncher(object(), environ={})
+            launcher._decide()
+    assert launcher.off.startswith("JITFunction.run no longer")
+    assert len(_fast_launch_warnings(caught)) == 1
+
+
+@pytest.mark.parametrize("environ", [{"FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH": "0"}, {"TRITON_INTERPRET": "1"}])
+def test_switch_and_interpreter_turn_it_off_quietly(fl, environ):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        launcher = fl.FastLauncher(object(), environ=environ)
+        launcher._decide()
+    assert launcher.off and not _fast_launch_warnings(caught)
+
+
+def test_kernel_files_detect_compiling_without_importing_dynamo():
+    """Each kernel file's compiling(): eager False, and torch._dynamo stays
+    unimported (importing the kernel files, Triton included, does not import
+    it either); traced by torch.compile(fullgraph=True): True. One
+    interpreter for all of it."""
+    import json
+    import subprocess
+
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(SOURCE.parent)!r})
+import torch
+import norm_triton, activation_triton, rope_triton
+found = []
+for module in (norm_triton, activation_triton, rope_triton):
+    before = 'torch._dynamo' in sys.modules
+    eager = module.compiling()
+    found.append([before, eager, 'torch._dynamo' in sys.modules])
+for module in (norm_triton, activation_triton, rope_triton):
+    def f(x, check=module.compiling):
+        return x + 1 if check() else x - 1
+    found.append([torch.compile(f, fullgraph=True, backend='eager')(torch.zeros(1)).item(), module.compiling()])
+print(json.dumps(found))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[False, False, False]] * 3 + [[1.0, False]] * 3
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs without a GPU")
 def test_bundled_kernel_under_the_interpreter_uses_the_standard_launch():
     import os
@@ -139,7 +280,7 @@ def test_bundled_kernel_under_the_interpreter_uses_the_standard_launch():
 def test_every_bundled_solution_ships_the_fast_launch_sources():
     import json
 
-    shared = {name: (SOURCE.parent / name).read_text() for name in ("_fast_launch.py", "_launch_shim.py", "_launch_shim.c")}
+    shared = {name: (SOURCE.parent / name).read_text() for name in ("_fast_launch.py", "_rows.py")}
     for path in (ROOT / "solutions").rglob("*.json"):
         sources = {s["path"]: s["content"] for s in json.loads(path.read_text())["sources"]}
         for name, text in shared.items():
@@ -219,9 +360,9 @@ def fake(fl, monkeypatch):
     monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
     monkeypatch.setattr(fl, "_driver", FakeDriver)
     monkeypatch.setattr(fl, "_compiled_kernel_class", lambda: FakeCompiled)
+    monkeypatch.setattr(fl, "internals_problem", lambda: None)
     kernel = FakeJIT()
-    # The Python launch function on its own; the compiled site has its own tests.
-    return kernel, fl.FastLauncher(kernel, environ={"FLASHINFER_TRACE_APPLY_LAUNCH_SHIM": "0"})
+    return kernel, fl.FastLauncher(kernel, environ={})
 
 
 def _site_of(launcher):
@@ -408,43 +549,6 @@ def test_site_calls_the_c_launch_directly_only_on_a_verified_triton_without_scra
                                                      x.data_ptr(), *tail[1:])]
 
 
-@pytest.mark.parametrize("switch", ["", "0"])
-def test_a_key_validated_for_the_c_launch_goes_to_the_compiled_site(fl, monkeypatch, switch):
-    """With the compiled site available (not switched off), a key validated
-    for the direct C launch is handed to it, packed as Triton's launcher
-    would pack it; the Python launch function stays behind it as its
-    fallback. Only ``describe`` is called: nothing is launched."""
-    shim = fl._launch_shim
-    if shim.load() is None:
-        pytest.skip(f"the compiled site cannot be built here: {shim.status()}")
-    monkeypatch.setattr(fl, "_is_plain_jit", lambda kernel: True)
-    monkeypatch.setattr(fl, "_driver", FakeDriver)
-    monkeypatch.setattr(fl, "_compiled_kernel_class", lambda: FakeCompiled)
-    monkeypatch.setattr(fl, "DIRECT_C_LAUNCH", (fl.triton_version()[:2],))
-    kernel = FakeJIT()
-    launcher = fl.FastLauncher(kernel, environ={shim.ENV_SWITCH: switch})
-    site = launcher.site("pif", BLOCK=4096)
-    x = torch.empty(4096, dtype=torch.bfloat16)
-    _site_call(site, x)
-    (compiled,) = kernel.kernel_cache.values()
-    compiled._run, compiled.function = CudaLauncher(), 0xF00
-    compiled.src = types.SimpleNamespace(
-        signature={"x_ptr": "*bf16", "n": "i32", "eps": "fp32", "BLOCK": "constexpr", "EVEN": "constexpr"})
-    _site_call(site, x)  # the second standard launch validates the key
-    assert launcher.off is None and site.python_launch is not None
-    if switch == "0":
-        assert site.shim is None and site.launch is site.python_launch
-        assert launcher.shim_off == f"{shim.ENV_SWITCH}=0"
-        return
-    assert launcher.shim_off is None and site.launch is site.shim and site.shim.entries == 1
-    described = site.shim.describe(7, 1, x, 4096, 1e-6)
-    assert described[:5] == (0, 7, 1, 32 * 4, 0)  # packed_metadata: 4 warps, 1 CTA, no shared memory
-    cells = struct.unpack("<5Q", described[5])
-    assert cells[:2] == (x.data_ptr(), 4096) and struct.pack("<I", cells[2]) == struct.pack("<f", 1e-6)
-    assert cells[3:] == (0, 0)  # the scratch pointers
-    assert site.shim.describe(7, 1, x, 4097, 1e-6) is None  # another specialization: Python decides
-
-
 def test_site_uses_the_launcher_object_on_an_unverified_triton(fake, fl, monkeypatch):
     kernel, launcher = fake
     monkeypatch.setattr(fl, "DIRECT_C_LAUNCH", ())
@@ -572,17 +676,13 @@ GPU_DEFINITIONS = ["rmsnorm_h4096", "fused_add_rmsnorm_h4096", "gemma_rmsnorm_h2
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("path", ["compiled site", "python launch"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("definition", GPU_DEFINITIONS)
-def test_fast_and_standard_launch_agree_bit_for_bit(definition, dtype, path):
+def test_fast_and_standard_launch_agree_bit_for_bit(definition, dtype):
     fn = _bundled(definition)
     launcher = _launcher_of(fn)
-    module = type(launcher).__init__.__globals__  # the solution's own copy of _fast_launch
     launcher.reset()
     launcher._decide()
-    if path == "python launch":
-        launcher.shim_off = "the Python launch function on its own (test)"
     for batch in (1, 3, 127):
         make = _cases(definition, batch, dtype)
         with _Forced(launcher):
@@ -595,13 +695,6 @@ def test_fast_and_standard_launch_agree_bit_for_bit(definition, dtype, path):
         assert launcher.off is None, launcher.off
         assert launcher.fast_calls > before, f"{definition}: the fast path was not taken"
     torch.cuda.synchronize()
-    by_shim = sum(site.shim.fast_calls for site in launcher._sites if site.shim is not None)
-    by_python = sum(site.python_calls for site in launcher._sites)
-    if path == "python launch":
-        assert by_shim == 0 and by_python > 0
-    elif module["triton_version"]()[:2] in module["DIRECT_C_LAUNCH"]:
-        assert module["_launch_shim"].status() is None, module["_launch_shim"].status()
-        assert by_shim > 0 and by_python == 0, (by_shim, by_python)
 
 
 @pytest.mark.gpu

@@ -40,25 +40,28 @@ Every fast call still checks that no pre-run hook, launch enter/exit hook or
 stages-inspection hook is registered (a profiler such as Proton registers
 them), and takes the standard path if one is.
 
-Compiled site. Where the direct C launch is used, a validated key is also
-handed to a compiled site (``_launch_shim``: built once per machine, see
-there) that keys the call with the same reads in C and calls
-``cuLaunchKernel`` with Triton's parameter layout for that compiled kernel;
-``site.launch`` is then that object, and whatever it does not recognise goes
-to the Python launch function (``site.python_launch``), which decides as
-above. ``FLASHINFER_TRACE_APPLY_LAUNCH_SHIM=0`` keeps the Python launch
-function alone.
-
 When not. The standard path is used for everything when
 ``FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH`` is ``0``/``false``/``off``/``no``,
 when ``TRITON_INTERPRET`` is set, when the kernel is not a plain
 ``JITFunction`` (interpreter, autotuner), for a Triton version other than the
-verified ones (``VERIFIED_TRITON``), and on a non-CUDA backend.
+listed ones (``VERIFIED_TRITON``), when the installed Triton's source no
+longer has the statements the fast path repeats (``internals_problem``:
+checked once per process, and by tests/test_fast_launch.py in CI), and on a
+non-CUDA backend. Turning itself off (any reason but the switch and the
+interpreter) warns once per process and reason. Under ``torch.compile``
+the kernel files launch the standard way, ``kernel[grid](...)``, which
+Dynamo traces into the graph (each decides ``compiling()`` itself: Dynamo
+must import the module of every function it inlines, and this file, a
+solution's sibling, is not kept in sys.modules).
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
+import sys
+import textwrap
 import threading
 import types
 import warnings
@@ -66,13 +69,14 @@ import warnings
 import torch
 import triton
 
-import _launch_shim
 
-__all__ = ["ENV_SWITCH", "VERIFIED_TRITON", "FastLauncher", "LaunchSite", "gate", "triton_version"]
+__all__ = ["ENV_SWITCH", "VERIFIED_TRITON", "FastLauncher", "LaunchSite", "gate", "internals_problem", "triton_version"]
 
 ENV_SWITCH = "FLASHINFER_TRACE_APPLY_TRITON_FAST_LAUNCH"
 # (major, minor) of the Triton releases whose JITFunction.run and
-# CompiledKernel.run / CudaLauncher.__call__ were read: 3.6.0 and 3.9.0.
+# CompiledKernel.run / CudaLauncher.__call__ were read: 3.6.0 and 3.9.0. Any
+# other release gets the standard launch (and one warning) until it is read
+# and added here; internals_problem() then holds it to what was read.
 VERIFIED_TRITON = ((3, 6), (3, 9))
 # Releases whose CudaLauncher.__call__ (3.6: scratch allocation, then
 # ``launch(grid, stream, function, cooperative, pdl, global_scratch,
@@ -124,6 +128,122 @@ def gate(environ=None, version: str | None = None) -> str | None:
     return None
 
 
+_modules = sys.modules
+
+
+# One record per process, shared by every copy of this file (each bundled
+# Solution imports its own): which reasons were warned about, and the
+# internals verdict (reading Triton's source once is enough).
+_PROCESS = _modules.setdefault("_fita_fast_launch_process", types.ModuleType("_fita_fast_launch_process"))
+if not hasattr(_PROCESS, "warned"):
+    _PROCESS.warned, _PROCESS.internals = set(), {}
+
+
+def warn_once(reason: str, stacklevel: int = 3) -> None:
+    """Warn that the fast path is off for ``reason``, once per process."""
+    if reason in _PROCESS.warned:
+        return
+    _PROCESS.warned.add(reason)
+    warnings.warn(f"flashinfer_trace_apply: Triton fast launch off: {reason}; using the standard launch",
+                  RuntimeWarning, stacklevel=stacklevel)
+
+
+# The statements of Triton's own launch that the fast path repeats or relies
+# on, as (function, callee or target, the argument list as ast.unparse writes
+# it). A release on VERIFIED_TRITON whose source differs gets the standard
+# launch. JITFunction.run: the knobs folded into the options (_knob_reads),
+# the per-device caches the self-check unpacks, and the final launch call.
+_RUN_LAUNCH = ("kernel.run", ("grid_0", "grid_1", "grid_2", "stream", "kernel.function", "kernel.packed_metadata",
+                              "launch_metadata", "knobs.runtime.launch_enter_hook", "knobs.runtime.launch_exit_hook",
+                              "*bound_args.values()"))
+_RUN_CACHES = ("kernel_cache", "kernel_key_cache", "target", "backend", "binder")
+# CudaLauncher.__call__ on DIRECT_C_LAUNCH releases: the C launch call the
+# direct path makes itself (scratch pointers None: only used for kernels
+# that need none).
+# __call__(self, gridX, gridY, gridZ, stream, function, *args): args starts
+# with the packed metadata, the launch metadata and the two hooks.
+_C_LAUNCH = ("self.launch", ("gridX", "gridY", "gridZ", "stream", "function", "self.launch_cooperative_grid",
+                             "self.launch_pdl", "global_scratch", "profile_scratch", "*args"))
+
+
+def _tree(func):
+    return ast.parse(textwrap.dedent(inspect.getsource(func)))
+
+
+def _calls(tree, callee):
+    """Argument lists (unparsed) of every call to ``callee`` in ``tree``."""
+    return [tuple(ast.unparse(a) for a in node.args) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == callee]
+
+
+def _option_knobs(tree):
+    """(owner, name) of every ``knobs.<owner>.<name>`` read in an assignment
+    to ``kwargs[...]`` (the knobs folded into the compile options)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and ast.unparse(t.value) == "kwargs"
+                                                for t in node.targets):
+            for sub in ast.walk(node.value):
+                text = ast.unparse(sub)
+                if isinstance(sub, ast.Attribute) and text.startswith("knobs.") and text.count(".") == 2:
+                    found.add(tuple(text.split(".")[1:]))
+    return found
+
+
+def internals_problem(version: tuple | None = None) -> str | None:
+    """None when the installed Triton's launch path is the one the fast path
+    was written against (see _RUN_LAUNCH and friends), else what differs.
+    Read from Triton's source once per process."""
+    version = triton_version()[:2] if version is None else version
+    cached = _PROCESS.internals.get(version)
+    if cached is not None or version in _PROCESS.internals:
+        return cached
+    try:
+        problem = _read_internals(version)
+    except Exception as exc:  # noqa: BLE001 - unreadable source: not verified
+        problem = f"cannot read Triton's launch source: {exc!r}"
+    _PROCESS.internals[version] = problem
+    return problem
+
+
+def _read_internals(version) -> str | None:
+    from triton import knobs
+    from triton.compiler import CompiledKernel
+    from triton.runtime.jit import JITFunction
+
+    run = _tree(JITFunction.run)
+    callee, args = _RUN_LAUNCH
+    if args not in _calls(run, callee):
+        return f"JITFunction.run no longer ends with {callee}({', '.join(args)})"
+    unpacks = [tuple(ast.unparse(e) for e in node.targets[0].elts) for node in ast.walk(run)
+               if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple)
+               and ast.unparse(node.value) == "self.device_caches[device]"]
+    if _RUN_CACHES not in unpacks:
+        return f"JITFunction.run no longer unpacks device_caches[device] as {_RUN_CACHES}"
+    owners = {"_rt": "runtime", "_comp": "compilation"}
+    ours = {(owners[owner], name) for owner, name in _knob_reads(version)}
+    theirs = _option_knobs(run)
+    if ours != theirs:
+        return f"JITFunction.run folds the knobs {sorted(theirs)} into the options, the fast path keys {sorted(ours)}"
+    for owner, names in ((knobs.runtime, ("debug", "launch_enter_hook", "launch_exit_hook", "add_stages_inspection_hook")),
+                         (knobs.compilation, ("instrumentation_mode",))):
+        missing = [n for n in names if not hasattr(owner, n)]
+        if missing:
+            return f"triton.knobs lacks {missing}"
+    if not hasattr(getattr(knobs, "HookChain", None), "__init__") or "calls" not in inspect.getsource(knobs.HookChain):
+        return "triton.knobs.HookChain (with .calls) is gone"
+    for name in ("launch_metadata", "run"):
+        if not hasattr(CompiledKernel, name):
+            return f"CompiledKernel.{name} is gone"
+    if version in DIRECT_C_LAUNCH:
+        from triton.backends.nvidia.driver import CudaLauncher
+
+        callee, args = _C_LAUNCH
+        if args not in _calls(_tree(CudaLauncher.__call__), callee):
+            return f"CudaLauncher.__call__ no longer calls {callee}({', '.join(args)})"
+    return None
+
+
 def _is_plain_jit(kernel) -> bool:
     """A kernel compiled by Triton's JIT (not the interpreter's or an autotuner's)."""
     from triton.runtime.jit import JITFunction
@@ -156,11 +276,11 @@ def _compiled_kernel_class():
     return CompiledKernel
 
 
-def _knob_reads():
+def _knob_reads(version=None):
     """(owner, attribute) of each knob Triton folds into a kernel's compile
     options on every call, owners named as in _knob_expressions' namespace."""
     reads = [("_rt", "debug"), ("_comp", "instrumentation_mode")]
-    if triton_version()[:2] >= (3, 9):
+    if (triton_version()[:2] if version is None else version) >= (3, 9):
         reads.append(("_comp", "fpsan_homomorphic_casts"))
     return reads
 
@@ -169,7 +289,7 @@ def _knob_expressions():
     """(namespace, hooks-idle expression, options expression): Python
     expressions over the running Triton's knobs, compiled into the readers
     below and into every LaunchSite's launch function (one source of truth;
-    the compiled site reads the same knobs, see _shim_site).
+    one source of truth).
 
     Idle: no launch enter/exit hook (None, or Triton's empty HookChain) and
     no stages-inspection hook. Options: the knobs Triton folds into a
@@ -210,7 +330,6 @@ class FastLauncher:
     def reset(self) -> None:
         """Forget every key and decide the gate again at the next call."""
         self.off = None
-        self.shim_off = None  # or why keys are not handed to the compiled site
         self._decided = False
         self.standard_calls = 0
         for site in self._sites:
@@ -229,6 +348,8 @@ class FastLauncher:
         if reason is None and not _is_plain_jit(self.kernel):
             reason = f"not a plain JITFunction ({type(self.kernel).__name__})"
         if reason is None:
+            reason = internals_problem()
+        if reason is None:
             try:
                 self._hooks_idle, self._options = _knob_readers()
                 self._driver = _driver()
@@ -238,20 +359,17 @@ class FastLauncher:
             except Exception as exc:  # noqa: BLE001 - any surprise: standard path
                 reason = f"cannot read Triton's driver or knobs: {exc!r}"
         self.off = reason
-        switch = (os.environ if self._environ is None else self._environ).get(_launch_shim.ENV_SWITCH, "")
-        if switch.strip().lower() in _OFF_WORDS:
-            self.shim_off = f"{_launch_shim.ENV_SWITCH}={switch}"
+        # The switch and the interpreter are the user's choice; anything else
+        # means the fast path turned itself off: say so, once.
+        if reason is not None and not reason.startswith((ENV_SWITCH, "TRITON_INTERPRET", "not a plain JITFunction")):
+            warn_once(reason, stacklevel=4)
 
     def _disable(self, reason: str) -> None:
         self.off = reason
         for site in self._sites:
             site.forget()
         name = getattr(getattr(self.kernel, "fn", None), "__name__", repr(self.kernel))
-        warnings.warn(
-            f"flashinfer_trace_apply: Triton fast launch off for {name}: {reason}; using the standard launch",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warn_once(f"{name}: {reason}", stacklevel=4)
 
     # -- launching ----------------------------------------------------------
 
@@ -372,7 +490,7 @@ def _site_source(signature: str, idle: str, options: str) -> str:
         "    else:  # its C launch function: device pointers as ints, nothing left to look up",
         "        run(grid_x, grid_y, 1, _stream(device), function, cooperative, pdl, None, None, metadata,",
         f"            None, None, None, {', '.join(direct)}, *tail)",
-        "    _site.python_calls += 1",
+        "    _site.fast_calls += 1",
     ]) + "\n"
 
 
@@ -410,16 +528,8 @@ class LaunchSite:
         self.ready = {}
         self.pending = {}
         self.python_launch = None  # the generated launch function, once a key is validated
-        self.python_calls = 0  # fast calls it launched
-        self.shim = None  # the compiled site (_launch_shim), once a key has gone there
-        self._shim_calls_before = 0  # fast calls of compiled sites since dropped
+        self.fast_calls = 0  # calls it launched directly
         self.launch = self._launch_slow
-
-    @property
-    def fast_calls(self) -> int:
-        """Calls launched directly (by the Python launch function or the compiled site)."""
-        shim = self.shim.fast_calls if self.shim is not None else 0
-        return self.python_calls + self._shim_calls_before + shim
 
     def _launch_slow(self, grid_x, grid_y, *args):
         """``launch`` until a key is validated (and after the fast path is off)."""
@@ -442,16 +552,12 @@ class LaunchSite:
         """Drop every key: calls take the standard path until keys validate again."""
         self.ready.clear()
         self.pending.clear()
-        if self.shim is not None:
-            self._shim_calls_before += self.shim.fast_calls
-            self.shim.clear()
-            self.shim = None
         self.launch = self._launch_slow
         self.python_launch = None
 
     def reset(self) -> None:
         self.forget()
-        self.python_calls = self._shim_calls_before = 0
+        self.fast_calls = 0
 
     def __call__(self, grid_x, grid_y, *args):
         return self.launch(grid_x, grid_y, *args)
@@ -496,55 +602,6 @@ class LaunchSite:
                 self.ready[key] = entry
                 if self.launch == self._launch_slow:
                     self.launch = self.python_launch = self._compile()
-                self._to_shim(key, compiled, entry, args)
-
-    def _to_shim(self, key, compiled, entry, args) -> None:
-        """Hand a validated key to the compiled site as well, where it can
-        launch it: the direct C launch is verified for this Triton (entry
-        has no launcher object), the kernel needs no cluster, cooperative or
-        PDL launch, and every parameter is of a type the site packs. Keys it
-        cannot take stay with the Python launch function, its fallback."""
-        run, function, metadata, cooperative, pdl, _tail, device = entry
-        if self.launcher.shim_off or cooperative is None or cooperative or pdl:
-            return
-        try:
-            num_warps, num_ctas, shared = metadata
-            if num_ctas != 1:
-                return
-            shim = self.shim or self._shim_site()
-            if shim is None:
-                return
-            bound, _specialization, _options = self.launcher.kernel.device_caches[device][4](*args, **self.fixed)
-            params = _launch_shim.params_of(compiled.src.signature, list(bound), list(bound.values()), self.signature)
-            if params is None:
-                return
-            pointer_keys = tuple((a.dtype, a.data_ptr() & 15, a.get_device())
-                                 for kind, a in zip(self.signature, args) if kind == "p")
-            ints = tuple(a for kind, a in zip(self.signature, args) if kind == "i")
-            if shim.add(device, key[1], pointer_keys, ints, function, 32 * num_warps, shared, params):
-                self.launch = shim
-        except Exception as exc:  # noqa: BLE001 - the Python launch function keeps the key
-            self.launcher.shim_off = f"handing a key to the compiled site raised {exc!r}"
-
-    def _shim_site(self):
-        """A compiled site for this LaunchSite (None when _launch_shim cannot
-        be built here): same kinds, same device and stream readers, same
-        knobs and hooks; it falls back to the Python launch function."""
-        module = _launch_shim.load()
-        if module is None:
-            self.launcher.shim_off = _launch_shim.status()
-            return None
-        from triton import knobs
-
-        launcher = self.launcher
-        owners = {"_rt": knobs.runtime, "_comp": knobs.compilation}
-        self.shim = module.Site(
-            kinds=self.signature, fallback=self.python_launch, get_device=_device_reader(launcher._driver),
-            get_stream=launcher._get_stream, kernel=launcher.kernel, runtime=knobs.runtime,
-            chain_type=getattr(knobs, "HookChain", None),
-            knobs=tuple((owners[owner], name) for owner, name in _knob_reads()),
-        )
-        return self.shim
 
     def _key(self, args):
         """The key the launch function computes, for a call it handed over."""

@@ -16,10 +16,13 @@ buffer is read in place); any leading shape is accepted.
 Launches go through a ``_fast_launch.LaunchSite`` per set of constexprs (a
 sibling source of every bundled Solution): after a specialization has been
 launched and checked the standard way, it is launched directly, skipping
-Triton's per-call overhead.
+Triton's per-call overhead; under ``torch.compile`` the standard launch,
+which Dynamo traces.
 """
 
 import os
+
+import sys
 
 import torch
 import triton
@@ -29,6 +32,21 @@ import triton
 import triton.language as tl
 from _rows import row_layout
 from _fast_launch import FastLauncher
+
+
+# torch.compile: Dynamo traces these entry points and must import the module
+# of every function it inlines, which a solution's sibling files (_fast_launch,
+# _rows) are not (the loader keeps only the entry module in sys.modules), so
+# the check lives here (the same three lines in each kernel file).
+_modules = sys.modules
+_is_compiling = torch.compiler.is_compiling
+
+
+def compiling() -> bool:
+    """True while torch.compile (Dynamo) traces the caller. Without
+    ``torch._dynamo`` imported nothing is being compiled, so an eager call
+    pays one dict lookup; Dynamo folds ``is_compiling()`` to True."""
+    return "torch._dynamo" in _modules and _is_compiling()
 
 SILU, GELU, GELU_TANH, GELU_TANH_PTX = 0, 1, 2, 3
 
@@ -77,22 +95,30 @@ def _act_and_mul_rows(
 
 
 _ACT_AND_MUL_ROWS = FastLauncher(_act_and_mul_rows)
-_SITES = {}  # (d, act, wide) -> LaunchSite
+_SITES = {}  # (d, act, wide) -> (LaunchSite, column tiles)
+
+
+def _fixed(d, act, wide):
+    """Constexprs and launch options for output width ``d``: 8 elements a
+    thread, wider tiles once there are more rows than fit in L2 when
+    repeated (``wide``, above 256 rows at 28672:
+    scripts/sweep_kernel_configs.py), narrower ones for fewer tokens.
+    Returns (fixed, column tiles)."""
+    block = min(2048 if wide else 1024, triton.next_power_of_2(d))
+    return dict(BLOCK=block, EVEN=d % block == 0, ACT=act, num_warps=max(1, min(8, block // 256))), triton.cdiv(d, block)
 
 
 def _site(d, act, wide):
-    """The launch site for output width ``d``: 8 elements a thread, wider
-    tiles once there are more rows than fit in L2 when repeated (``wide``,
-    above 256 rows at 28672: scripts/sweep_kernel_configs.py), narrower ones
-    for fewer tokens. Returns (site, column tiles)."""
+    """(launch, column tiles) for output width ``d``: the LaunchSite's
+    launch, or under torch.compile the standard launch (Dynamo traces it)."""
+    if compiling():
+        fixed, tiles = _fixed(d, act, wide)
+        return (lambda grid_x, grid_y, *args: _act_and_mul_rows[(grid_x, grid_y, 1)](*args, **fixed)), tiles
     found = _SITES.get((d, act, wide))
     if found is None:
-        block = min(2048 if wide else 1024, triton.next_power_of_2(d))
-        site = _ACT_AND_MUL_ROWS.site(
-            "ppiiii", BLOCK=block, EVEN=d % block == 0, ACT=act, num_warps=max(1, min(8, block // 256)),
-        )
-        found = _SITES[d, act, wide] = (site, triton.cdiv(d, block))
-    return found
+        fixed, tiles = _fixed(d, act, wide)
+        found = _SITES[d, act, wide] = (_ACT_AND_MUL_ROWS.site("ppiiii", **fixed), tiles)
+    return found[0].launch, found[1]  # read per call: a site swaps its launch once a key validates
 
 
 def _act_and_mul(x, act, out=None):
@@ -108,8 +134,8 @@ def _act_and_mul(x, act, out=None):
             out = x.new_empty((rows, d))  # x's dtype and device, without building a device object
         if x_col == 1:
             if rows and d:
-                site, tiles = _site(d, act, rows > 256)
-                site.launch(rows, tiles, x, out, x_outer, 0, 1, d)
+                launch, tiles = _site(d, act, rows > 256)
+                launch(rows, tiles, x, out, x_outer, 0, 1, d)
             return out
     return _act_and_mul_any(x, act, out)
 
@@ -127,8 +153,8 @@ def _act_and_mul_any(x, act, out):
     if layout is None:
         x = x.contiguous()
         layout = row_layout(x)
-    site, tiles = _site(d, act, rows > 256)
-    site.launch(rows, tiles, x, out, layout[0], layout[2], layout[1], d)
+    launch, tiles = _site(d, act, rows > 256)
+    launch(rows, tiles, x, out, layout[0], layout[2], layout[1], d)
     return out
 
 

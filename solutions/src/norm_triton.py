@@ -19,8 +19,12 @@ return those same tensors, so the plugin has nothing left to copy.
 Launches go through a ``_fast_launch.LaunchSite`` per set of constexprs (a
 sibling source of every bundled Solution): after a specialization has been
 launched and checked the standard way, it is launched directly, skipping
-Triton's per-call overhead.
+Triton's per-call overhead. Under ``torch.compile`` the entry points launch
+the standard way (``_rmsnorm_rows[grid](...)``), which Dynamo puts in the
+graph.
 """
+
+import sys
 
 import torch
 import triton
@@ -30,6 +34,21 @@ import triton
 import triton.language as tl
 from _rows import row_layout
 from _fast_launch import FastLauncher
+
+
+# torch.compile: Dynamo traces these entry points and must import the module
+# of every function it inlines, which a solution's sibling files (_fast_launch,
+# _rows) are not (the loader keeps only the entry module in sys.modules), so
+# the check lives here (the same three lines in each kernel file).
+_modules = sys.modules
+_is_compiling = torch.compiler.is_compiling
+
+
+def compiling() -> bool:
+    """True while torch.compile (Dynamo) traces the caller. Without
+    ``torch._dynamo`` imported nothing is being compiled, so an eager call
+    pays one dict lookup; Dynamo folds ``is_compiling()`` to True."""
+    return "torch._dynamo" in _modules and _is_compiling()
 
 
 @triton.jit
@@ -82,11 +101,12 @@ _MANY_ROWS = 256  # above this many rows the GPU is full and the kernel is bandw
 def _warps(n, many_rows):
     """Warps per row. Bandwidth-bound (many rows): about 16 elements a thread
     (n // 512 warps, rounded down to a power of two); latency-bound (few
-    rows): 8 warps up to 4096 wide, 16 beyond, so each thread's share of a
-    row stays small. Measured on an H100 with scripts/sweep_kernel_configs.py
-    (docs/benchmarks.md)."""
+    rows): 8 warps up to 4096 wide (fewer below 2048, keeping at least 8
+    elements, one 16-byte access, a thread), 16 beyond, so each thread's
+    share of a row stays small. Measured on an H100 with
+    scripts/sweep_kernel_configs.py (docs/benchmarks.md)."""
     if not many_rows:
-        return 8 if n <= 4096 else 16
+        return max(1, min(8, triton.next_power_of_2(n) // 256)) if n <= 4096 else 16
     warps = 1
     while warps * 2 <= min(16, n // 512):
         warps *= 2
@@ -100,17 +120,19 @@ class _Op:
     def __init__(self, w_offset, add):
         self.w_offset, self.add, self.sites = w_offset, add, {}
 
-    def new_sites(self, n):
+    def fixed(self, n, many):
+        """Constexprs and launch options for rows of width ``n``."""
         block = triton.next_power_of_2(n)
-        pair = self.sites[n] = tuple(
-            _RMSNORM_ROWS.site(
-                "pppiiiiiif",
-                BLOCK=block, EVEN=block == n, W_OFFSET=self.w_offset, ADD=self.add,
-                num_warps=min(_warps(n, many), max(1, block // 32)),
-            )
-            for many in (False, True)
-        )
+        return dict(BLOCK=block, EVEN=block == n, W_OFFSET=self.w_offset, ADD=self.add,
+                    num_warps=min(_warps(n, many), max(1, block // 32)))
+
+    def new_sites(self, n):
+        pair = self.sites[n] = tuple(_RMSNORM_ROWS.site("pppiiiiiif", **self.fixed(n, many)) for many in (False, True))
         return pair
+
+    def standard(self, rows, n, *args):
+        """The standard launch (what Dynamo traces under torch.compile)."""
+        _rmsnorm_rows[(rows, 1, 1)](*args, **self.fixed(n, rows > _MANY_ROWS))
 
 
 _RMSNORM, _GEMMA_RMSNORM = _Op(0.0, False), _Op(1.0, False)
@@ -141,6 +163,9 @@ def _launch_any(x, residual, weight, y, eps, op):
         if bc is not b:
             b.copy_(bc)
         return
+    if compiling():
+        op.standard(rows, n, x, b, weight, al[0], al[2], bl[0], bl[2], al[1], n, eps)
+        return
     sites = op.sites.get(n) or op.new_sites(n)
     sites[rows > _MANY_ROWS].launch(rows, 1, x, b, weight, al[0], al[2], bl[0], bl[2], al[1], n, eps)
 
@@ -170,6 +195,9 @@ def _plain(op, name, doc):
             # empty_like keeps a dense input's strides: nothing to read back.
             b_outer, b_col = (n, a_col) if fresh and a_outer == n else out.stride()
             if a_col == 1 and b_col == 1 and rows and n:
+                if compiling():
+                    op.standard(rows, n, x, out, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
+                    return out
                 pair = sites.get(n) or new_sites(n)
                 pair[rows > _MANY_ROWS].launch(rows, 1, x, out, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
                 return out
@@ -193,6 +221,9 @@ def _fused(op, name, doc):
             a_outer, a_col = hidden_states.stride()
             b_outer, b_col = residual.stride()
             if a_col == 1 and b_col == 1 and rows and n:
+                if compiling():
+                    op.standard(rows, n, hidden_states, residual, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
+                    return hidden_states, residual
                 pair = sites.get(n) or new_sites(n)
                 pair[rows > _MANY_ROWS].launch(rows, 1, hidden_states, residual, weight, a_outer, 0, b_outer, 0, 1, n,
                                                float(eps))

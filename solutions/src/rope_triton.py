@@ -21,12 +21,31 @@ key)``, the same tensors, updated.
 Launches go through a ``_fast_launch.LaunchSite`` per set of constexprs (a
 sibling source of every bundled Solution): after a specialization has been
 launched and checked the standard way, it is launched directly, skipping
-Triton's per-call overhead.
+Triton's per-call overhead; under ``torch.compile`` the standard launch,
+which Dynamo traces.
 """
 
+import sys
+
+import torch
 import triton
 import triton.language as tl
 from _fast_launch import FastLauncher
+
+
+# torch.compile: Dynamo traces these entry points and must import the module
+# of every function it inlines, which a solution's sibling files (_fast_launch,
+# _rows) are not (the loader keeps only the entry module in sys.modules), so
+# the check lives here (the same three lines in each kernel file).
+_modules = sys.modules
+_is_compiling = torch.compiler.is_compiling
+
+
+def compiling() -> bool:
+    """True while torch.compile (Dynamo) traces the caller. Without
+    ``torch._dynamo`` imported nothing is being compiled, so an eager call
+    pays one dict lookup; Dynamo folds ``is_compiling()`` to True."""
+    return "torch._dynamo" in _modules and _is_compiling()
 
 
 @triton.jit
@@ -85,14 +104,26 @@ _ROPE_INPLACE = FastLauncher(_rope_inplace)
 _SITES = {}  # (half, neox) -> (LaunchSite, heads per tile)
 
 
+def _fixed(half, neox):
+    """Constexprs and launch options for ``half`` rotated pairs a head."""
+    half_p2 = triton.next_power_of_2(half)
+    hb = max(1, 512 // half_p2)  # 2 warps, 8 channels a thread in each half: 16-byte accesses
+    return dict(HALF=half, HALF_P2=half_p2, HB=hb, NEOX=neox, num_warps=2)
+
+
 def _site(half, neox):
     found = _SITES.get((half, neox))
     if found is None:
-        half_p2 = triton.next_power_of_2(half)
-        hb = max(1, 512 // half_p2)  # 2 warps, 8 channels a thread in each half: 16-byte accesses
-        site = _ROPE_INPLACE.site("ppppiiiiiiii", HALF=half, HALF_P2=half_p2, HB=hb, NEOX=neox, num_warps=2)
-        found = _SITES[half, neox] = (site, hb)
+        fixed = _fixed(half, neox)
+        found = _SITES[half, neox] = (_ROPE_INPLACE.site("ppppiiiiiiii", **fixed), fixed["HB"])
     return found
+
+
+def _standard_launch(half, neox):
+    """(launch, heads per tile) for the standard launch, which Dynamo traces
+    under torch.compile."""
+    fixed = _fixed(half, neox)
+    return (lambda grid_x, grid_y, *args: _rope_inplace[(grid_x, grid_y, 1)](*args, **fixed)), fixed["HB"]
 
 
 def _heads(t, head_size):
@@ -122,9 +153,13 @@ def rope_cos_sin_cache_inplace(positions, query, key, head_size, cos_sin_cache, 
         kl = _heads(k, head_size)
     cache = cos_sin_cache if cos_sin_cache.stride(-1) == 1 else cos_sin_cache.contiguous()
     pos = positions if positions.is_contiguous() else positions.contiguous()
-    site, hb = _site(rotary_dim // 2, bool(is_neox))
+    if compiling():
+        launch, hb = _standard_launch(rotary_dim // 2, bool(is_neox))
+    else:
+        site, hb = _site(rotary_dim // 2, bool(is_neox))
+        launch = site.launch
     q_tiles = -(-ql[2] // hb)
-    site.launch(
+    launch(
         nnz, q_tiles - (-kl[2] // hb),
         q, k, cache, pos,
         ql[0], ql[1], kl[0], kl[1], cache.stride(0),
