@@ -75,9 +75,12 @@ def _definitions(definitions: Any) -> Dict[str, Any]:
         from .catalog import load_definitions  # noqa: PLC0415
 
         return load_definitions(definitions)
-    if not isinstance(definitions, Mapping):
-        raise TypeError(f"definitions must be a mapping {{name: Definition JSON}} or a folder, got {type(definitions).__name__}")
-    return dict(definitions)
+    from .definitions import definition_map  # noqa: PLC0415
+
+    try:
+        return definition_map(definitions)
+    except TypeError as exc:
+        raise TypeError(f"definitions must be a folder, a mapping {{name: Definition}} or Definition objects: {exc}") from None
 
 
 def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: Any = None) -> int:
@@ -97,7 +100,11 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
             loaded, found = _from_environment()
             mapping, definition_map = _validate(loaded), {**found, **_definitions(definitions)}
         else:
-            mapping, definition_map = _validate(solutions), _definitions(definitions)
+            # load_solutions(folder) carries the folder's Definitions (and
+            # its policy's dtypes): the same rules as the environment hook.
+            carried = getattr(solutions, "definitions", None)
+            mapping = _validate(solutions)
+            definition_map = {**(carried if isinstance(carried, Mapping) else {}), **_definitions(definitions)}
         if _session is not None:
             _restore(_session, report_unmatched=False)
             _session = None
