@@ -72,7 +72,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     folder = args.folder or _default_folder()
     for definition, solution in sorted(load_solutions(folder).items()):
-        print(f"{definition}\t{solution.name}\t{solution.spec.language}")
+        rule = f"\tapplies_when: {' and '.join(solution.spec.applies_when)}" if solution.spec.applies_when else ""
+        print(f"{definition}\t{solution.name}\t{solution.spec.language}{rule}")
     return 0
 
 
@@ -83,7 +84,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not command:
         print("flashinfer-trace-apply run: give a command after --", file=sys.stderr)
         return 2
-    load_solutions(args.path or _default_folder())  # a broken folder stops here, said in one line
+    folder = args.path or _default_folder()
+    if os.path.isdir(os.path.join(folder, "solutions")):
+        load_solutions(folder)  # a broken or uncurated folder stops here, said in one line
     os.environ[ENABLE_VAR] = "1"
     os.environ[PATH_VAR] = os.path.abspath(args.path or _default_folder())
     # exec keeps the PID (process managers, signals); the .pth hook in the
