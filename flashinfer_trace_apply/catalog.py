@@ -51,14 +51,15 @@ class UncuratedFolderError(DuplicateSolutionError):
         self.groups = {k: [os.fspath(p) for p in v] for k, v in groups.items()}
         self.definition, files = next(iter(self.groups.items()))
         self.first, self.second = files[0], files[1]
-        shown = [f"'{name}': {', '.join(paths)}" for name, paths in list(self.groups.items())[:3]]
+        words = {2: "two", 3: "three"}
+        shown = [f"{words.get(len(paths), len(paths))} solutions for definition '{name}': {', '.join(paths)}"
+                 for name, paths in list(self.groups.items())[:3]]
         more = len(self.groups) - len(shown)
         ConfigError.__init__(
             self,
-            f"{self.folder} holds several solutions for {len(self.groups)} definition(s) "
-            f"({'; '.join(shown)}{f'; and {more} more' if more else ''}); a curated folder has exactly "
-            f"one per definition: pick them with 'flashinfer-trace-apply curate {self.folder} -o CURATED' "
-            "(or keep one file per definition)",
+            f"{self.folder} is not curated ({'; '.join(shown)}{f'; and {more} more definitions' if more else ''}); "
+            f"routing needs exactly one solution per definition: pick them with "
+            f"'flashinfer-trace-apply curate {self.folder} -o CURATED' (or keep one file per definition)",
         )
 
     def __reduce__(self):  # type: ignore[override]
@@ -146,7 +147,12 @@ def _merge_dtypes(definitions: Dict[str, Dict[str, Any]], policy: FolderPolicy) 
             continue
         definition = definitions.get(name)
         if definition is None:
-            continue  # a rule for a definition this folder does not describe: nothing to merge into
+            # Without the Definition's inputs the dtypes could not be
+            # checked, and the solution would route every dtype.
+            raise PolicyError(
+                f"{policy.where(name, 'dtypes')}: definitions.{name}.dtypes: the folder has no Definition "
+                f"named '{name}' in definitions/ to apply them to"
+            )
         inputs = definition.get("inputs") if isinstance(definition.get("inputs"), dict) else {}
         for input_name, dtypes in rules.dtypes.items():
             if input_name not in inputs:

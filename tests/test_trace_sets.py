@@ -319,3 +319,11 @@ def test_curate_on_a_gpu_picks_by_time_against_flashinfers_kernel(tmp_path):
         assert fib.TraceSet.from_path(str(out)).solutions[DEF][0].name == row["chosen"]
     else:
         assert "faster at every workload" in row["note"] or "passed check" in row["note"]
+
+
+def test_policy_dtypes_without_a_definition_is_an_error_not_every_dtype_routed(tmp_path):
+    root = tmp_path / "f"
+    save_json_file(fib_solution("vr", VALUE_RETURNING, destination_passing_style=False), root / "solutions" / "vr.json")
+    (root / "trace_apply.yaml").write_text(f"version: 1\ndefinitions:\n  {DEF}:\n    dtypes:\n      hidden_states: [float16]\n")
+    with pytest.raises(PolicyError, match=f"trace_apply.yaml:4: definitions.{DEF}.dtypes: the folder has no Definition"):
+        load_solutions(root)
