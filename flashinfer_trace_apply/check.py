@@ -97,8 +97,8 @@ def _why_not_checked(definition: str) -> str:
 
     for spec in discover_apis():
         if spec.is_method and any(_axis_values(t, definition) is not None for t in spec.templates):
-            return (f"not checked: {spec.fi_api} is a plan/run wrapper method; check builds inputs "
-                    "for plain functions only (the plugin still routes it)")
+            return (f"not checked: {spec.fi_api} is a wrapper-class method (plan, then run); check builds "
+                    "inputs for plain functions only (the plugin still routes such calls)")
     return "not checked: no FlashInfer API with an init and a reference names it"
 
 

@@ -29,3 +29,13 @@ def test_ulp_distance_measures_against_the_larger_magnitude():
     # One step below 0.25 is half an ulp of 0.25's binade.
     assert _ulp_distance([ref], [torch.tensor([0.25 - 2**-10, 1.0], dtype=torch.bfloat16)]) == 0.5
     assert _ulp_distance([ref], [torch.tensor([0.25, 1.0 + 2 * 2**-7], dtype=torch.bfloat16)]) == 2.0
+
+
+def test_a_wrapper_class_definition_is_not_checked_with_the_reason():
+    import flashinfer  # noqa: F401 - fills the trace registry
+
+    from flashinfer_trace_apply.check import check_one
+
+    row = check_one("gqa_paged_decode_h32_kv8_d128_ps16", lambda **kw: None, 1, "cpu", torch.bfloat16)
+    assert row.result == "skip"
+    assert row.detail.startswith("not checked: flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper.run is a wrapper-class method")
