@@ -87,9 +87,10 @@ def decide(params: Sequence[Parameter], inputs: Sequence[str], outputs: Sequence
     """True (destination-passing), False (value-returning) or None (the
     parameters fit neither)."""
     named = [p for p in params if not p.variadic]
-    names = {p.name for p in named}
-    # Outputs named as parameters: the solution takes the buffers.
-    if outputs and any(o in names and o not in inputs for o in outputs):
+    # Outputs named as required parameters: the solution takes the buffers
+    # (an optional one, output=None, is a value-returning solution's out=).
+    required_names = {p.name for p in named if p.required}
+    if outputs and any(o in required_names and o not in inputs for o in outputs):
         return True
     # Then FlashInfer-Bench's rule, counting parameters (its calls are
     # positional): first the required ones, since output buffers never have

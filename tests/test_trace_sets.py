@@ -327,3 +327,19 @@ def test_policy_dtypes_without_a_definition_is_an_error_not_every_dtype_routed(t
     (root / "trace_apply.yaml").write_text(f"version: 1\ndefinitions:\n  {DEF}:\n    dtypes:\n      hidden_states: [float16]\n")
     with pytest.raises(PolicyError, match=f"trace_apply.yaml:4: definitions.{DEF}.dtypes: the folder has no Definition"):
         load_solutions(root)
+
+
+@pytest.mark.parametrize("signature, expected", [
+    ("hidden_states, weight", False),
+    ("hidden_states, weight, eps=1e-6", False),  # our extra keyword arguments
+    ("hidden_states, weight, output=None", False),  # an optional out= buffer
+    ("hidden_states, weight, output", True),
+    ("x, w, out", True),  # FlashInfer-Bench calls positionally: counted
+    ("x, w, y, z", None),
+])
+def test_the_style_decided_from_a_signature(signature, expected):
+    from flashinfer_trace_apply.calling_style import decide, entry_parameters
+    from flashinfer_trace_apply.solution import Solution
+
+    solution = Solution.coerce(fib_solution("s", f"def run({signature}):\n    pass\n"))
+    assert decide(entry_parameters(solution), ["hidden_states", "weight"], ["output"]) is expected
