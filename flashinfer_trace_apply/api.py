@@ -87,7 +87,8 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
     """Route FlashInfer calls whose definition name is in ``solutions``.
 
     ``solutions`` maps definition names (``"rmsnorm_h4096"``) to a Python
-    callable or a Solution. With no argument, the curated folder named by
+    callable or a Solution, or is a curated folder's path (loaded with its
+    Definitions and trace_apply.yaml, as the environment hook does). With no argument, the curated folder named by
     ``FLASHINFER_TRACE_APPLY_PATH`` is loaded (``solutions/`` and, if
     present, ``definitions/``); with nothing configured this is a no-op.
     ``definitions`` (a mapping of Definition JSONs by name, or a curated
@@ -96,6 +97,10 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
     """
     global _session, _last_board
     with _lock:
+        if isinstance(solutions, (str, os.PathLike)):
+            from .catalog import load_solutions  # noqa: PLC0415
+
+            solutions = load_solutions(solutions)  # a curated folder, with its rules
         if solutions is None:
             loaded, found = _from_environment()
             mapping, definition_map = _validate(loaded), {**found, **_definitions(definitions)}

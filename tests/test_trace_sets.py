@@ -182,14 +182,15 @@ def test_a_stated_style_the_entry_point_contradicts_is_an_error_naming_the_file(
     assert str(info.value).startswith(str(path))
 
 
-def test_enable_apply_of_load_solutions_keeps_the_folders_definitions(tmp_path):
+@pytest.mark.parametrize("how", ["load_solutions", "path"])
+def test_enable_apply_of_load_solutions_keeps_the_folders_definitions(tmp_path, how):
     """It used to drop definitions/: a float16-only definition routed bf16 calls."""
     import flashinfer
 
     root = tmp_path / "f"
     save_json_file(fib_definition("float16"), root / "definitions" / f"{DEF}.json")
     save_json_file(fib_solution("vr", VALUE_RETURNING, destination_passing_style=False), root / "solutions" / "vr.json")
-    fita.enable_apply(load_solutions(root))
+    fita.enable_apply(load_solutions(root) if how == "load_solutions" else str(root))
     x, w = torch.randn(2, 128, dtype=torch.bfloat16), torch.randn(128, dtype=torch.bfloat16)
     try:
         flashinfer.rmsnorm(x, w)  # not routed: FlashInfer's own kernel, which needs CUDA here
