@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -161,11 +162,13 @@ def curate(datasets: List[str], out: str | os.PathLike[str], *, atol: float = 1e
                 timed = _time_on_gpu(name, solution, definition, sizes)
                 score = _geomean([o / s for o, s in timed.values()])
                 if score is not None and (best is None or score > best[0]):
-                    best = (score, solution, timed)
+                    best = (score, solution, timed, dataset)
             if best is None:
                 row["note"] = "no candidate passed check on this GPU"
                 continue
-            score, solution, timed = best
+            score, solution, timed, dataset = best
+            # The range measured here replaces whatever the file said.
+            solution = replace(solution, spec=replace(solution.spec, applies_when=()))
             applies, why = _applies_when(axis or "batch", {s: o > t for s, (o, t) in timed.items()})
             if applies is None:
                 row["note"] = f"{solution.name}: {why}; not deployed"
@@ -178,10 +181,15 @@ def curate(datasets: List[str], out: str | os.PathLike[str], *, atol: float = 1e
             dataset, file, solution, _ = candidates[0]
             solution, _note = resolve(solution, definition, origin=file)
             row["speedup"], row["measured_against"] = trace_speedup(candidates[0]), "the reference (traces; no GPU here)"
+        # The source's own rules travel with the solution (dtypes; and its
+        # applies_when unless this GPU's timing just decided one).
+        source = dataset.policy.get(name)
+        if not on_gpu:
+            applies = tuple(dict.fromkeys((*source.applies_when, *solution.spec.applies_when)))
         row["chosen"], row["applies_when"] = solution.name, list(applies)
         chosen_solutions[name], chosen_definitions[name] = solution, definition
-        if applies:
-            rules[name] = DefinitionPolicy(applies_when=tuple(applies))
+        if applies or source.dtypes:
+            rules[name] = DefinitionPolicy(dtypes=source.dtypes, applies_when=tuple(applies))
         workloads[name] = [t for d in loaded for t in d.workloads.get(name, [])]
         if progress is not None:
             progress(f"[{index + 1}/{len(names)}] {name}: {solution.name}")

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Tuple
 
 from .catalog import _read_definitions, read_solution_files
 from .errors import ConfigError
+from .policy import FolderPolicy, load_policy
 from .solution import Solution
 
 __all__ = ["TraceSetData", "read_trace_set", "read_jsonl"]
@@ -32,6 +33,7 @@ class TraceSetData:
     solutions: Dict[str, List[Tuple[Path, Solution]]] = field(default_factory=dict)
     workloads: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # definition -> Trace dicts
     traces: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+    policy: FolderPolicy = field(default_factory=FolderPolicy)  # trace_apply.yaml, if the set has one
 
 
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:
@@ -58,6 +60,7 @@ def read_trace_set(path: str | os.PathLike[str]) -> TraceSetData:
     data = TraceSetData(root=root)
     data.solutions = read_solution_files(root)
     data.definitions = _read_definitions(root)
+    data.policy = load_policy(root)
     for kind in ("workloads", "traces"):
         target = getattr(data, kind)
         folder = root / kind

@@ -344,3 +344,27 @@ def test_the_style_decided_from_a_signature(signature, expected):
 
     solution = Solution.coerce(fib_solution("s", f"def run({signature}):\n    pass\n"))
     assert decide(entry_parameters(solution), ["hidden_states", "weight"], ["output"]) is expected
+
+
+def test_curating_an_exported_folder_keeps_its_rules(tmp_path):
+    """Ours -> export -> curate -> the same routing rules (CPU: from the traces' absence, the rules travel)."""
+    if torch.cuda.is_available():
+        pytest.skip("the CPU path")
+    from flashinfer_trace_apply.curate import curate
+
+    dataset = tmp_path / "dataset"
+    assert _cli("export", str(ROOT), "-o", str(dataset)).returncode == 0
+    # One benchmarked trace per exported solution, as FlashInfer-Bench's runner would add.
+    trace_set = fib.TraceSet.from_path(str(dataset))
+    traces = []
+    for name, [solution] in trace_set.solutions.items():
+        for w in trace_set.workloads.get(name, [])[:1]:
+            t = trace(solution.name, 1)
+            traces.append(Trace(definition=name, solution=solution.name, workload=w.workload, evaluation=t.evaluation))
+    trace_set.add_traces(traces)
+    report = curate([str(dataset)], tmp_path / "curated")
+    curated = load_solutions(tmp_path / "curated")
+    assert {r["definition"] for r in report["rows"] if r["chosen"]} == set(curated)
+    bundled = load_solutions(ROOT)
+    assert {n: s.spec.applies_when for n, s in curated.items()} == {n: bundled[n].spec.applies_when for n in curated}
+    assert {n: curated.definitions[n]["inputs"] for n in curated} == {n: bundled.definitions[n]["inputs"] for n in curated}
