@@ -10,6 +10,7 @@ what was patched is put back before the error propagates.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
@@ -48,7 +49,8 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
     """Route FlashInfer calls whose definition name is in ``solutions``.
 
     ``solutions`` maps definition names (``"rmsnorm_h4096"``) to a Python
-    callable or a Solution. With no argument, the curated folder named by
+    callable or a Solution, or is a curated folder's path (loaded with its
+    Definitions and trace_apply.yaml, as the environment hook does). With no argument, the curated folder named by
     ``FLASHINFER_TRACE_APPLY_PATH`` is loaded (``solutions/`` and, if
     present, ``definitions/``); with nothing configured this is a no-op.
     ``definitions`` (a mapping of Definition JSONs by name, or a curated
@@ -68,11 +70,19 @@ def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bo
     solution that fails to prebuild instead of raising."""
     global _session, _last_board, _last_health, _last_workloads
     with _lock:
+        if isinstance(solutions, (str, os.PathLike)):
+            from .catalog import load_solutions  # noqa: PLC0415
+
+            solutions = load_solutions(solutions)  # a curated folder, with its rules
         if solutions is None:
             loaded, found = config.from_environment()
             mapping, definition_map = config.validate_mapping(loaded), {**found, **config.coerce_definitions(definitions)}
         else:
-            mapping, definition_map = config.validate_mapping(solutions), config.coerce_definitions(definitions)
+            # load_solutions(folder) carries the folder's Definitions (and
+            # its policy's dtypes): the same rules as the environment hook.
+            carried = getattr(solutions, "definitions", None)
+            mapping = config.validate_mapping(solutions)
+            definition_map = {**(carried if isinstance(carried, Mapping) else {}), **config.coerce_definitions(definitions)}
         ended = _session is not None
         if ended:
             _restore(_session, report_unmatched=False)

@@ -91,6 +91,29 @@ def find_api(definition: str) -> Optional[Tuple[Any, Any, Dict[str, int]]]:
     return None
 
 
+def _why_not_checked(definition: str) -> str:
+    """The reason a definition has no plain API to check it through."""
+    from .registry import discover_apis  # noqa: PLC0415
+
+    for spec in discover_apis():
+        if spec.is_method and any(_axis_values(t, definition) is not None for t in spec.templates):
+            return (f"not checked: {spec.fi_api} is a wrapper-class method (plan, then run); check builds "
+                    "inputs for plain functions only (the plugin still routes such calls)")
+    return "not checked: no FlashInfer API with an init and a reference names it"
+
+
+def describe_device(solutions: Any = ()) -> str:
+    """The device line of the report: the GPU, or the CPU and, when the
+    folder has Triton solutions, the interpreter they run under."""
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    values = solutions.values() if hasattr(solutions, "values") else solutions
+    triton = any(getattr(getattr(s, "spec", None), "language", None) == "triton" for s in values)
+    return "cpu (Triton interpreter)" if triton else "cpu"
+
+
 # Const axes a definition name does not carry, whose ``init`` defaults do not
 # fit every value of the ones it does: name_prefix -> f(axes, init defaults).
 _INIT_FIXUPS: Dict[str, Callable[[Dict[str, int], Dict[str, Any]], Dict[str, int]]] = {
@@ -358,6 +381,8 @@ def _not_routed(definition: str, api_name: str, stats: Dict[str, Dict[str, int]]
     counts = {k: v for k, v in stats.get(api_name, {}).items() if v and k != "hit"}
     if counts.get("fallback_unsupported_arch"):
         return "skip", "the solution's target_hardware excludes this GPU"
+    if counts.get("fallback_dtype_mismatch"):
+        return "skip", "the definition does not allow this dtype (its Definition or the folder's trace_apply.yaml)"
     applies_when = getattr(getattr(solution, "spec", None), "applies_when", ())
     if counts.get("fallback_constraint") and applies_when:
         return "skip", f"outside the solution's applies_when {list(applies_when)}: the original runs"
@@ -379,7 +404,7 @@ def check_one(
     dtype_name = str(dtype).replace("torch.", "")
     found = find_api(definition)
     if found is None:
-        return CheckRow(definition, label, "-", dtype_name, batch, "skip", detail="no FlashInfer API with an init and a reference names it")
+        return CheckRow(definition, label, "-", dtype_name, batch, "skip", detail=_why_not_checked(definition))
     spec, template, axes = found
     row = CheckRow(definition, label, spec.fi_api, dtype_name, batch, "fail")
     try:
@@ -432,6 +457,9 @@ def check_one(
             verdict = _no_worse_than_original(spec, template, inputs, reference, refs, acts)
             if verdict:
                 row.result, row.detail = "pass", verdict
+        if row.result == "fail" and not row.detail:
+            row.detail = (f"differs from the template's reference beyond its tolerance "
+                          f"(max abs error {row.max_abs_error:.3g}, {_ulp_distance(refs, acts):g} ulp)")
         if note:
             row.detail = "; ".join(d for d in (row.detail, note) if d)
         if timing and row.result == "pass":
@@ -569,6 +597,14 @@ def counts(rows: List[CheckRow]) -> Dict[str, int]:
     tally = {"pass": 0, "skip": 0, "fail": 0, "error": 0}
     for r in rows:
         tally[r.result] = tally.get(r.result, 0) + 1
+    return tally
+
+
+def summary_counts(rows: List[CheckRow]) -> Dict[str, int]:
+    """Counts over the table's rows (definition x dtype), as printed."""
+    tally = {"pass": 0, "skip": 0, "fail": 0, "error": 0}
+    for s in summarize(rows):
+        tally[s.result] = tally.get(s.result, 0) + 1
     return tally
 
 

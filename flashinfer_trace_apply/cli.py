@@ -32,18 +32,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     from .check import counts, format_table, rows_as_dicts, run_check, succeeded, summary_as_dicts, total_stats  # noqa: PLC0415
 
+    from .check import describe_device, summary_counts  # noqa: PLC0415
+    from .catalog import load_solutions  # noqa: PLC0415
+
     folder = args.folder or _default_folder()
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     dtypes = [getattr(torch, name) for name in args.dtype] if args.dtype else None
+    # Said first: loading is quick, the checks are not.
+    device = describe_device(load_solutions(folder))
+    if not args.json:
+        print(f"curated folder: {folder}", flush=True)
+        print(f"device: {device}", flush=True)
     rows = run_check(folder, batches=args.batch, progress=progress, dtypes=dtypes, timing=not args.no_timing)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (Triton interpreter)"
     tally = counts(rows)
     ok = succeeded(rows)
     report = {
         "folder": folder,
         "device": device,
         "ok": ok,
-        "counts": tally,
+        "counts": tally,  # per call
+        "summary_counts": summary_counts(rows),  # per row of the table
         "summary": summary_as_dicts(rows),
         "rows": rows_as_dicts(rows),
         "stats": total_stats(rows),
@@ -54,12 +62,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"curated folder: {folder}")
-        print(f"device: {device}")
         print(format_table(rows))
         for api_name, per_api in sorted(total_stats(rows).items()):
             print(f"stats {api_name}: " + ", ".join(f"{k}={v}" for k, v in per_api.items()))
-        print(f"{tally['pass']} passed, {tally['skip']} skipped, {tally['fail'] + tally['error']} failed")
+        rows_tally = summary_counts(rows)
+        print(f"{rows_tally['pass']} passed, {rows_tally['skip']} skipped, {rows_tally['fail'] + rows_tally['error']} failed "
+              f"(rows of the table; {len(rows)} calls)")
     return 0 if ok else 1
 
 
@@ -68,15 +76,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     folder = args.folder or _default_folder()
     for definition, solution in sorted(load_solutions(folder).items()):
-        print(f"{definition}\t{solution.name}\t{solution.spec.language}")
+        rule = f"\tapplies_when: {' and '.join(solution.spec.applies_when)}" if solution.spec.applies_when else ""
+        print(f"{definition}\t{solution.name}\t{solution.spec.language}{rule}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .catalog import load_solutions  # noqa: PLC0415
+
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         print("flashinfer-trace-apply run: give a command after --", file=sys.stderr)
         return 2
+    folder = args.path or _default_folder()
+    if os.path.isdir(os.path.join(folder, "solutions")):
+        load_solutions(folder)  # a broken or uncurated folder stops here, said in one line
     os.environ[ENABLE_VAR] = "1"
     os.environ[PATH_VAR] = os.path.abspath(args.path or _default_folder())
     # exec keeps the PID (process managers, signals); the .pth hook in the
@@ -145,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true", help="machine-readable output")
     form.add_argument("--prometheus", action="store_true", help="Prometheus text exposition")
     summed.set_defaults(run=_cmd_stats)
+    from .cli_trace_sets import add_trace_set_commands  # noqa: PLC0415
+
+    add_trace_set_commands(sub)
     runner = sub.add_parser("run", help="run a command with the plugin enabled")
     runner.add_argument("--path", help="curated folder (default: the bundled one)")
     runner.add_argument("command", nargs=argparse.REMAINDER)
@@ -156,8 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .errors import ConfigError  # noqa: PLC0415
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        # A folder or file to fix: one line naming it, not a traceback.
+        print(f"flashinfer-trace-apply {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

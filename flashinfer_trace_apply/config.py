@@ -70,16 +70,20 @@ def validate_mapping(solutions: Any) -> Dict[str, Any]:
 
 
 def coerce_definitions(definitions: Any) -> Dict[str, Any]:
-    """A folder (its ``definitions/``) or a mapping of Definition JSONs."""
+    """A folder (its ``definitions/``), a mapping of Definition JSONs, or
+    FlashInfer-Bench / FlashInfer Definition objects."""
     if definitions is None:
         return {}
     if isinstance(definitions, (str, os.PathLike)):
         from .catalog import load_definitions  # noqa: PLC0415
 
         return load_definitions(definitions)
-    if not isinstance(definitions, Mapping):
-        raise TypeError(f"definitions must be a mapping {{name: Definition JSON}} or a folder, got {type(definitions).__name__}")
-    return dict(definitions)
+    from .definitions import definition_map  # noqa: PLC0415
+
+    try:
+        return definition_map(definitions)
+    except TypeError as exc:
+        raise TypeError(f"definitions must be a folder, a mapping {{name: Definition}} or Definition objects: {exc}") from None
 
 
 def environment_folder() -> Optional[str]:

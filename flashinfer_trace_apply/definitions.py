@@ -99,6 +99,48 @@ def parse_constraint(text: str, axes: Mapping[str, str]) -> Optional[Constraint]
     return Constraint(text=text, axes=tuple(dict.fromkeys(names)), source=ast.unparse(renamed))
 
 
+def axis_kinds(definition: Mapping[str, Any]) -> Dict[str, str]:
+    """Axis name -> "const" or "var". An axis without ``type`` is const when
+    it has a ``value``, as FlashInfer-Bench's models read it."""
+    kinds = {}
+    for name, spec in (definition.get("axes") or {}).items():
+        spec = spec if isinstance(spec, Mapping) else {}
+        kinds[name] = spec.get("type") or ("const" if "value" in spec else "var")
+    return kinds
+
+
+def as_definition_dict(definition: Any) -> Dict[str, Any]:
+    """A Definition as a JSON dict: a dict as is, a FlashInfer-Bench
+    ``Definition`` (pydantic) through ``model_dump``, else ``to_dict``."""
+    if isinstance(definition, Mapping):
+        return dict(definition)
+    for method, kwargs in (("model_dump", {"mode": "json", "exclude_none": True}), ("to_dict", {})):
+        fn = getattr(definition, method, None)
+        if callable(fn):
+            data = fn(**kwargs)
+            if isinstance(data, Mapping):
+                return dict(data)
+    raise TypeError(f"expected a Definition (a dict in the Definition JSON schema or a FlashInfer-Bench Definition), got {type(definition).__name__}")
+
+
+def definition_map(value: Any) -> Dict[str, Dict[str, Any]]:
+    """``{name: Definition JSON}`` from a mapping of them, one Definition, or
+    a list of them (dicts or FlashInfer-Bench objects)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping) and not ("name" in value and "axes" in value):
+        return {str(k): as_definition_dict(v) for k, v in value.items()}
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out: Dict[str, Dict[str, Any]] = {}
+    for item in items:
+        data = as_definition_dict(item)
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a Definition needs a non-empty name (got {name!r})")
+        out[name] = data
+    return out
+
+
 def _dtype_names(spec: Any) -> FrozenSet[str]:
     if isinstance(spec, str):
         return frozenset({spec})
@@ -107,10 +149,11 @@ def _dtype_names(spec: Any) -> FrozenSet[str]:
     return frozenset()
 
 
-def rules_from_definition(definition: Mapping[str, Any]) -> DefinitionRules:
+def rules_from_definition(definition: Any) -> DefinitionRules:
+    definition = as_definition_dict(definition)
     name = str(definition.get("name", ""))
     rules = DefinitionRules(name=name)
-    axes = {k: (v or {}).get("type", "var") for k, v in (definition.get("axes") or {}).items()}
+    axes = axis_kinds(definition)
     for key, spec in (definition.get("inputs") or {}).items():
         spec = spec or {}
         if spec.get("shape") is None:  # a scalar: dtype is the parameter's, not checked
@@ -144,7 +187,8 @@ def add_applies_when(rules: Optional[DefinitionRules], name: str, texts: Tuple[s
     (``NEVER``), since where it holds cannot be told."""
     rules = rules if rules is not None else DefinitionRules(name=name)
     problems: List[str] = []
-    axes = {k: (v or {}).get("type", "var") for k, v in ((definition or {}).get("axes") or {}).items()}
+    definition = as_definition_dict(definition) if definition is not None else None
+    axes = axis_kinds(definition or {})
     for text in texts:
         constraint = parse_constraint(text, axes) if definition is not None else None
         if constraint is None:

@@ -125,7 +125,11 @@ class BuildSpec:
     target_hardware: tuple[str, ...]
     entry_point: str
     dependencies: tuple[str, ...] = ()
-    destination_passing_style: bool = False
+    # None: the file does not say. FlashInfer-Bench then means True (its
+    # default, and its saver omits defaults) and FlashInfer means False, so
+    # the catalog decides from the entry point's parameters instead
+    # (calling_style.py).
+    destination_passing_style: bool | None = None
     binding: str | None = None
     # Our extension: constraints over the definition's axes (as in a
     # Definition's "constraints") saying where this solution should run,
@@ -172,7 +176,7 @@ class BuildSpec:
                 field="spec.entry_point",
             )
 
-        if not isinstance(self.destination_passing_style, bool):
+        if self.destination_passing_style is not None and not isinstance(self.destination_passing_style, bool):
             raise SolutionFormatError(
                 f"must be true or false (got {_type_name(self.destination_passing_style)})",
                 field="spec.destination_passing_style",
@@ -223,7 +227,7 @@ class BuildSpec:
             target_hardware=data.get("target_hardware", ()),
             entry_point=data["entry_point"],
             dependencies=data.get("dependencies") or (),
-            destination_passing_style=data.get("destination_passing_style", False),
+            destination_passing_style=data.get("destination_passing_style"),
             binding=data.get("binding"),
             applies_when=data.get("applies_when") or (),
         )
@@ -234,7 +238,9 @@ class BuildSpec:
             "target_hardware": list(self.target_hardware),
             "entry_point": self.entry_point,
             "dependencies": list(self.dependencies),
-            "destination_passing_style": self.destination_passing_style,
+            # Left out when the source did not say (see the field's comment).
+            **({} if self.destination_passing_style is None
+               else {"destination_passing_style": self.destination_passing_style}),
             "binding": self.binding,
             # Written only when set: other readers of the schema never see it.
             **({"applies_when": list(self.applies_when)} if self.applies_when else {}),
@@ -442,10 +448,12 @@ class Solution:
         model_dump = getattr(obj, "model_dump", None)
         if callable(model_dump):
             try:
-                # mode="json" turns enum members into their string values.
-                data = model_dump(mode="json")
+                # mode="json" turns enum members into their string values;
+                # exclude_unset keeps "destination_passing_style not stated"
+                # apart from a stated True (FlashInfer-Bench's default).
+                data = model_dump(mode="json", exclude_unset=True)
             except TypeError:
-                data = model_dump()
+                data = model_dump(mode="json")
             return cls.from_dict(data, origin=f"<{_type_name(obj)} object>")
         to_dict = getattr(obj, "to_dict", None)
         if callable(to_dict):

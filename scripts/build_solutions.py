@@ -7,9 +7,15 @@ One kernel source per op family serves many compile-time shapes: each
   the kernel source inlined, its entry point naming the op's function, and
   the shared ``_fast_launch.py`` (Triton launch fast path) as a second source;
 - ``definitions/<op_type>/<definition>.json``: a FlashInfer-Bench Definition
-  stating the axes, the dtypes each input may have (a list: this project's
-  extension of the schema's single ``dtype``, read by the plugin's routing),
-  constraints and a reference ``run``.
+  stating the axes, one dtype per tensor (as its schema has it), constraints
+  and a reference ``run``;
+- one entry in ``trace_apply.yaml``, the folder's policy file (read by the
+  plugin, never rewritten by FlashInfer-Bench or FlashInfer): every dtype
+  each input may have (bf16 and fp16) and, for a few shapes, the batch range
+  where the solution is routed (``applies_when``).
+
+The JSONs validate under FlashInfer-Bench's models and FlashInfer's
+``flashinfer.trace.Solution`` (tests check both).
 
 Run it after editing a kernel or the catalog; tests fail if a JSON no longer
 matches (``--check`` reports stale and stray files without writing).
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from flashinfer_trace_apply.policy import POLICY_FILE, dump_policy  # noqa: E402
 SOURCES = ROOT / "solutions" / "src"
 AUTHOR = "flashinfer_trace_apply"
 DTYPES = ["bfloat16", "float16"]
@@ -252,13 +260,32 @@ _ACTS = {
 
 
 def _tensor(shape, dtype, description=None) -> dict:
-    spec = {"shape": shape, "dtype": dtype}
+    # A list: the Definition states its first (the schema has one dtype);
+    # all of them go to the policy file (policy_for).
+    spec = {"shape": shape, "dtype": list(dtype) if isinstance(dtype, list) else dtype}
     if description:
         spec["description"] = description
     return spec
 
 
 def definition_for(op: Op, value: int) -> dict:
+    return _definition_and_dtypes(op, value)[0]
+
+
+def policy_for(op: Op, value: int) -> dict:
+    """The definition's entry in trace_apply.yaml: inputs that may have more
+    than one dtype, and where the solution is routed."""
+    entry: dict = {}
+    dtypes = {k: v for k, v in _definition_and_dtypes(op, value)[1].items() if len(v) > 1}
+    if dtypes:
+        entry["dtypes"] = dtypes
+    name = f"{op.prefix}{value}"
+    if name in APPLIES_WHEN:
+        entry["applies_when"] = APPLIES_WHEN[name]
+    return entry
+
+
+def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str]]]:
     name = f"{op.prefix}{value}"
     tags = [f"fi_api:{op.fi_api}"]
     tags += ["model:" + m.strip().lower().replace(" ", "-") for m in op.sizes[value].split(",")]
@@ -320,6 +347,10 @@ def definition_for(op: Op, value: int) -> dict:
             "key_out": _tensor(k, act, "Written into key in place."),
         }
         reference = _ROPE_REFERENCE
+    dtypes = {k: v["dtype"] for k, v in inputs.items() if isinstance(v["dtype"], list)}
+    for spec in (*inputs.values(), *outputs.values()):
+        if isinstance(spec["dtype"], list):
+            spec["dtype"] = spec["dtype"][0]
     return {
         "name": name,
         "op_type": op.op_type,
@@ -331,7 +362,7 @@ def definition_for(op: Op, value: int) -> dict:
         "inputs": inputs,
         "outputs": outputs,
         "reference": textwrap.dedent(reference).lstrip("\n"),
-    }
+    }, dtypes
 
 
 # ---------------------------------------------------------------------------
@@ -341,7 +372,6 @@ def definition_for(op: Op, value: int) -> dict:
 
 def solution_for(op: Op, value: int) -> dict:
     definition = f"{op.prefix}{value}"
-    applies_when = {"applies_when": APPLIES_WHEN[definition]} if definition in APPLIES_WHEN else {}
     return {
         "name": f"fita_{definition}_triton",
         "definition": definition,
@@ -353,7 +383,6 @@ def solution_for(op: Op, value: int) -> dict:
             "entry_point": f"{op.source}::{op.entry}",
             "dependencies": ["triton >= 3.0", "torch >= 2.4"],
             "destination_passing_style": False,
-            **applies_when,
         },
         "sources": [{"path": path, "content": (SOURCES / path).read_text()} for path in (op.source, *SHARED_SOURCES)],
     }
@@ -369,6 +398,9 @@ def expected_files() -> Dict[Path, str]:
         name = f"{op.prefix}{value}"
         files[ROOT / "solutions" / op.family / f"{name}.json"] = json.dumps(solution_for(op, value), indent=2) + "\n"
         files[ROOT / "definitions" / op.op_type / f"{name}.json"] = json.dumps(definition_for(op, value), indent=2) + "\n"
+    files[ROOT / POLICY_FILE] = dump_policy(
+        {"version": 1, "definitions": {f"{op.prefix}{value}": policy_for(op, value) for op, value in entries()}}
+    )
     return files
 
 

@@ -447,7 +447,7 @@ def test_one_definition_file_per_solution_in_the_schema():
             assert spec["shape"] is None or all(axis in d["axes"] for axis in spec["shape"]), name
             allowed = spec["dtype"] if isinstance(spec["dtype"], list) else [spec["dtype"]]
             assert allowed and all(isinstance(t, str) for t in allowed), name
-        tensors = [s for s in d["inputs"].values() if s["shape"] is not None and s["dtype"] != ["float32"]]
+        tensors = [s for s in d["inputs"].values() if s["shape"] is not None and s["dtype"] not in (["float32"], "float32")]
         assert all({"bfloat16", "float16"} <= set(s["dtype"]) for s in tensors if "int64" not in s["dtype"]), name
         for axis in d["axes"].values():
             assert axis["type"] in ("const", "var") and (axis["type"] == "var" or isinstance(axis["value"], int))

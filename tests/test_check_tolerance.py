@@ -53,3 +53,13 @@ def test_check_fails_an_all_nan_solution_on_a_real_api():
     row = check_one("rmsnorm_h128", all_nan, batch=3, device="cpu", dtype=torch.bfloat16)
     assert row.result == "fail", row
     assert "NaN or Inf" in row.detail
+
+
+def test_a_wrapper_class_definition_is_not_checked_with_the_reason():
+    import flashinfer  # noqa: F401 - fills the trace registry
+
+    from flashinfer_trace_apply.check import check_one
+
+    row = check_one("gqa_paged_decode_h32_kv8_d128_ps16", lambda **kw: None, 1, "cpu", torch.bfloat16)
+    assert row.result == "skip"
+    assert row.detail.startswith("not checked: flashinfer.decode.BatchDecodeWithPagedKVCacheWrapper.run is a wrapper-class method")

@@ -48,7 +48,43 @@ def test_check_table_and_exit_code_with_a_skip(tmp_path):
     header = next(line for line in done.stdout.splitlines() if line.startswith("definition"))
     assert header.split() == ["definition", "solution", "dtype", "batches", "result", "max_abs_err"]
     assert "no_such_op_h128" in done.stdout and "skip" in done.stdout
-    assert "4 passed, 4 skipped, 0 failed" in done.stdout
+    # Counted as the table's rows (definition x dtype), the calls in brackets.
+    assert "2 passed, 2 skipped, 0 failed (rows of the table; 8 calls)" in done.stdout
+    # Where and on what, said first; plain Python solutions need no Triton interpreter.
+    assert done.stdout.splitlines()[:2] == [f"curated folder: {tmp_path}", "device: cpu"]
+
+
+def test_check_skips_a_dtype_the_definition_excludes_with_the_reason(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from solution_files import RMSNORM_SOURCE, solution_dict, write_solution
+
+    write_solution(tmp_path, "fp16.json", solution_dict("rmsnorm_h128", RMSNORM_SOURCE, name="fp16_only"))
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "rmsnorm_h128.json").write_text(json.dumps({
+        "name": "rmsnorm_h128", "op_type": "rmsnorm",
+        "axes": {"batch_size": {"type": "var"}, "hidden_size": {"type": "const", "value": 128}},
+        "inputs": {"hidden_states": {"shape": ["batch_size", "hidden_size"], "dtype": "float16"},
+                   "weight": {"shape": ["hidden_size"], "dtype": "float16"}},
+        "outputs": {"output": {"shape": ["batch_size", "hidden_size"], "dtype": "float16"}},
+        "reference": "def run(hidden_states, weight):\n    return hidden_states\n",
+    }))
+    done = _run("check", str(tmp_path), "--json", "--batch", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["dtype"]: r for r in json.loads(done.stdout)["rows"]}
+    assert rows["float16"]["result"] == "pass" and rows["bfloat16"]["result"] == "skip"
+    assert "does not allow this dtype" in rows["bfloat16"]["detail"]
+
+
+def test_check_on_a_trace_set_is_one_line_and_exit_2(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from solution_files import RMSNORM_SOURCE, solution_dict, write_solution
+
+    a = write_solution(tmp_path, "a.json", solution_dict("rmsnorm_h128", RMSNORM_SOURCE, name="a"))
+    b = write_solution(tmp_path, "b.json", solution_dict("rmsnorm_h128", RMSNORM_SOURCE, name="b"))
+    done = _run("check", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert str(a) in line and str(b) in line and "curate" in line
 
 
 def test_check_table_shows_timings_when_there_are_some():
@@ -95,6 +131,8 @@ def test_check_fails_on_a_wrong_solution(tmp_path):
     done = _run("check", str(tmp_path))
     assert done.returncode == 1
     assert "fail" in done.stdout and "0 passed" in done.stdout
+    # A fail row says why.
+    assert "differs from the template's reference beyond its tolerance" in done.stdout
 
 
 def test_bundled_json_matches_its_kernel_source():

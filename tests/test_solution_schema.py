@@ -96,7 +96,10 @@ def test_empty_target_hardware_and_missing_optionals() -> None:
     assert sol.spec.target_hardware == ()
     assert sol.spec.dependencies == ()
     assert sol.spec.binding is None
-    assert sol.spec.destination_passing_style is False
+    # Not stated: decided later from the entry point (calling_style.py),
+    # since FlashInfer-Bench reads it as True and FlashInfer as False.
+    assert sol.spec.destination_passing_style is None
+    assert "destination_passing_style" not in sol.to_dict()["spec"]
 
 
 @pytest.mark.parametrize(
@@ -348,14 +351,19 @@ def test_coerce_from_flashinfer_trace_solution() -> None:
     assert ours.description == "from flashinfer"
 
 
-def test_coerce_from_model_dump_object() -> None:
-    # Stands in for a flashinfer-bench pydantic model: only model_dump matters.
-    class PydanticLike:
-        def model_dump(self, mode: str = "python") -> dict[str, Any]:
-            assert mode == "json"
-            return solution_dict()
-
-    assert Solution.coerce(PydanticLike()) == Solution.from_dict(solution_dict())
+def test_coerce_from_a_flashinfer_bench_solution_keeps_unstated_apart_from_stated() -> None:
+    fib = pytest.importorskip("flashinfer_bench")
+    spec = {"language": "python", "target_hardware": ["cpu"], "entry_point": "kernel.py::run"}
+    sources = [fib.SourceFile(path="kernel.py", content="def run(x):\n    return x\n")]
+    unstated = fib.Solution(name="a", definition="d", author="t", spec=fib.BuildSpec(**spec), sources=sources)
+    stated = fib.Solution(name="b", definition="d", author="t",
+                          spec=fib.BuildSpec(**spec, destination_passing_style=True), sources=sources)
+    # FlashInfer-Bench reads both as destination-passing (its default); only
+    # the second says so, and only that one must be taken at its word.
+    assert unstated.spec.destination_passing_style is True
+    assert Solution.coerce(unstated).spec.destination_passing_style is None
+    assert Solution.coerce(stated).spec.destination_passing_style is True
+    assert Solution.coerce(unstated).sources == (SourceFile("kernel.py", "def run(x):\n    return x\n"),)
 
 
 def test_coerce_reports_bad_object() -> None:

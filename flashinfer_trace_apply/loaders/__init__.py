@@ -119,12 +119,18 @@ def load(value: object, definition: str) -> LoadedSolution:
         raise  # already says which solution and definition
     except Exception as exc:
         raise SolutionLoadError.from_cause(solution.name, definition, exc) from exc
+    destination_passing = solution.spec.destination_passing_style
+    if destination_passing is None:
+        # Not stated, and no Definition decided it when it was read.
+        from ..calling_style import decide_loaded  # noqa: PLC0415
+
+        destination_passing = decide_loaded(fn, solution, definition)
     # Built fresh each time (cheap) because name, definition and the
     # destination-passing flag are not part of the cache key.
     return LoadedSolution(
         fn=fn,
         positional=not solution.spec.is_python_family,
-        destination_passing=solution.spec.destination_passing_style,
+        destination_passing=destination_passing,
         solution=solution,
         label=solution.name,
     )
