@@ -74,8 +74,10 @@ def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bo
             from .catalog import load_solutions  # noqa: PLC0415
 
             solutions = load_solutions(solutions)  # a curated folder, with its rules
+        folder_policy = getattr(solutions, "policy", None)
         if solutions is None:
             loaded, found = config.from_environment()
+            folder_policy = getattr(loaded, "policy", None)
             mapping, definition_map = config.validate_mapping(loaded), {**found, **config.coerce_definitions(definitions)}
         else:
             # load_solutions(folder) carries the folder's Definitions (and
@@ -95,12 +97,17 @@ def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bo
                     stacklevel=3,
                 )
             return 0
+        mapping, left_out = config.admitted(mapping, folder_policy)
         requested, problem = prebuild_setting()
         if problem:
             warn(problem, stacklevel=4)
-        if requested:
-            mapping = prebuild(mapping, strict=strict)
-        configuration = config.configure(mapping, definition_map)
+        wanted = config.prebuild_names(mapping, folder_policy, requested)
+        if wanted:
+            built = prebuild({n: mapping[n] for n in wanted}, strict=strict)
+            mapping = {n: v for n, v in mapping.items() if n not in wanted or n in built}
+        configuration = config.configure(mapping, definition_map, folder_policy)
+        if left_out:
+            configuration.report.add(f"left out by the folder policy's allow/deny: {', '.join(left_out)}")
         session = _Session(names=sorted(mapping))
         _last_board, _last_health, _last_workloads = session.board, session.health, session.workloads
         try:

@@ -75,9 +75,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .catalog import load_solutions  # noqa: PLC0415
 
     folder = args.folder or _default_folder()
-    for definition, solution in sorted(load_solutions(folder).items()):
-        rule = f"\tapplies_when: {' and '.join(solution.spec.applies_when)}" if solution.spec.applies_when else ""
-        print(f"{definition}\t{solution.name}\t{solution.spec.language}{rule}")
+    loaded = load_solutions(folder)
+    policy = getattr(loaded, "policy", None)
+    for definition, solution in sorted(loaded.items()):
+        rules = []
+        if policy is not None and not policy.admits(definition):
+            rules.append("off: left out by the policy's allow/deny")
+        if solution.spec.applies_when:
+            rules.append(f"applies_when: {' and '.join(solution.spec.applies_when)}")
+        operating = policy.get(definition).operating() if policy is not None else {}
+        rules += [f"{key}: {str(value).lower() if isinstance(value, bool) else value}" for key, value in operating.items()]
+        print("\t".join([definition, solution.name, solution.spec.language, *rules]))
     return 0
 
 

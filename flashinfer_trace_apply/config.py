@@ -112,7 +112,25 @@ def from_environment() -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return load_solutions(path), load_definitions(path)
 
 
-def configure(mapping: Dict[str, Any], definitions: Dict[str, Any]) -> Configuration:
+def admitted(mapping: Dict[str, Any], folder_policy: Any) -> Tuple[Dict[str, Any], List[str]]:
+    """(the names the folder policy's allow/deny patterns admit, the rest)."""
+    if folder_policy is None:
+        return mapping, []
+    kept = {n: v for n, v in mapping.items() if folder_policy.admits(n)}
+    return kept, sorted(n for n in mapping if n not in kept)
+
+
+def prebuild_names(mapping: Dict[str, Any], folder_policy: Any, everything: bool) -> List[str]:
+    """What to load at enable: everything (the variable), else the
+    definitions whose policy entry says ``prebuild: true``."""
+    if everything:
+        return sorted(mapping)
+    if folder_policy is None:
+        return []
+    return sorted(n for n in mapping if folder_policy.get(n).prebuild)
+
+
+def configure(mapping: Dict[str, Any], definitions: Dict[str, Any], folder_policy: Any = None) -> Configuration:
     """Rules and hardware support per registered name, with the report of
     what will not be routed here or not be checked per call."""
     from .definitions import add_applies_when, rules_from_definition  # noqa: PLC0415
@@ -128,7 +146,7 @@ def configure(mapping: Dict[str, Any], definitions: Dict[str, Any]) -> Configura
             )
             unusable += problems
     _read_hardware(config)
-    _read_policies(config)
+    _read_policies(config, folder_policy)
     if unusable:
         config.report.add(
             f"not routed, the original runs instead: {'; '.join(unusable)}; such calls count as fallback_constraint"
@@ -171,10 +189,16 @@ def _read_hardware(config: Configuration) -> None:
         config.report.add(f"target_hardware entries not understood (ignored): {', '.join(unreadable)}")
 
 
-def _read_policies(config: Configuration) -> None:
-    """Verify and on-error policies from the environment, for every name."""
-    from .policy_settings import from_environment  # noqa: PLC0415
+def _read_policies(config: Configuration, folder_policy: Any) -> None:
+    """Verify and on-error policies: the environment's for every name, with
+    the folder policy's per-definition keys over them."""
+    from .policy_settings import for_definition, from_environment  # noqa: PLC0415
 
     base = from_environment()
-    if base.active:
-        config.policies = {name: base for name in config.solutions}
+    for name in config.solutions:
+        entry = folder_policy.get(name) if folder_policy is not None else None
+        overrides = entry.operating() if entry is not None else {}
+        where = folder_policy.where(name, next(iter(overrides))) if overrides else ""
+        policy = for_definition(base, overrides, where or name)
+        if policy.active:
+            config.policies[name] = policy

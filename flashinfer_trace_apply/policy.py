@@ -53,8 +53,17 @@ class DefinitionPolicy:
     dtypes: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     # constraints over the definition's axes where the solution is routed
     applies_when: Tuple[str, ...] = ()
+    # operating policy (see policy_settings): None leaves the environment's
+    verify: Optional[int] = None
+    on_error: Optional[str] = None
+    breaker: Optional[str] = None
+    prebuild: Optional[bool] = None
     # 1-based line of each key, for errors found later (an unknown input)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def operating(self) -> Dict[str, Any]:
+        """The operating keys this definition sets."""
+        return {k: getattr(self, k) for k in ("verify", "on_error", "breaker", "prebuild") if getattr(self, k) is not None}
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -62,6 +71,7 @@ class DefinitionPolicy:
             out["dtypes"] = {k: list(v) for k, v in self.dtypes.items()}
         if self.applies_when:
             out["applies_when"] = list(self.applies_when)
+        out.update(self.operating())
         return out
 
 
@@ -71,6 +81,16 @@ class FolderPolicy:
 
     definitions: Mapping[str, DefinitionPolicy] = field(default_factory=dict)
     path: Optional[Path] = None
+    # fnmatch patterns over definition names: only allowed, not denied, names route
+    allow: Tuple[str, ...] = ()
+    deny: Tuple[str, ...] = ()
+
+    def admits(self, definition: str) -> bool:
+        from fnmatch import fnmatchcase  # noqa: PLC0415
+
+        if self.allow and not any(fnmatchcase(definition, p) for p in self.allow):
+            return False
+        return not any(fnmatchcase(definition, p) for p in self.deny)
 
     def get(self, definition: str) -> DefinitionPolicy:
         return self.definitions.get(definition) or DefinitionPolicy()
@@ -81,7 +101,13 @@ class FolderPolicy:
         return f"{self.path}:{line}" if line else str(self.path or POLICY_FILE)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"version": VERSION, "definitions": {n: p.to_dict() for n, p in sorted(self.definitions.items()) if p.to_dict()}}
+        out: Dict[str, Any] = {"version": VERSION}
+        if self.allow:
+            out["allow"] = list(self.allow)
+        if self.deny:
+            out["deny"] = list(self.deny)
+        out["definitions"] = {n: p.to_dict() for n, p in sorted(self.definitions.items()) if p.to_dict()}
+        return out
 
 
 # -- parsing -----------------------------------------------------------------
@@ -165,12 +191,48 @@ def _parse_expressions(loc: _Located, node: Any, where: str) -> Tuple[str, ...]:
     return texts
 
 
-# Per-definition keys and their parsers (issue 13 adds verify, on_error, ...).
+def _parse_verify(loc: _Located, node: Any, where: str) -> int:
+    value = _construct(node)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise loc.fail(node, where, f"must be a whole number of calls to compare, 0 or more (got {value!r})")
+    return value
+
+
+def _parse_on_error(loc: _Located, node: Any, where: str) -> str:
+    value = _construct(node)
+    if value not in ("raise", "fallback"):
+        raise loc.fail(node, where, f"must be 'raise' or 'fallback' (got {value!r})")
+    return value
+
+
+def _parse_breaker(loc: _Located, node: Any, where: str) -> str:
+    from .policy_settings import parse_breaker  # noqa: PLC0415
+
+    value = str(_construct(node))
+    try:
+        parse_breaker(value, where)
+    except ConfigError as exc:
+        raise loc.fail(node, where, f"must be 'ERRORS,WINDOW_S,COOLDOWN_S' ({exc})") from None
+    return value
+
+
+def _parse_bool(loc: _Located, node: Any, where: str) -> bool:
+    value = _construct(node)
+    if not isinstance(value, bool):
+        raise loc.fail(node, where, f"must be true or false (got {value!r})")
+    return value
+
+
+# Per-definition keys and their parsers.
 DEFINITION_KEYS: Dict[str, Callable[[_Located, Any, str], Any]] = {
     "dtypes": _parse_dtypes,
     "applies_when": _parse_expressions,
+    "verify": _parse_verify,
+    "on_error": _parse_on_error,
+    "breaker": _parse_breaker,
+    "prebuild": _parse_bool,
 }
-TOP_KEYS = ("version", "definitions")
+TOP_KEYS = ("version", "allow", "deny", "definitions")
 
 
 def parse_policy(text: str, origin: str | os.PathLike[str] = POLICY_FILE) -> FolderPolicy:
@@ -207,7 +269,8 @@ def parse_policy(text: str, origin: str | os.PathLike[str] = POLICY_FILE) -> Fol
                 values[key] = parser(loc, value_node, f"definitions.{name}.{key}")
                 lines[key] = key_node.start_mark.line + 1
             definitions[name] = DefinitionPolicy(lines=lines, **values)
-    return FolderPolicy(definitions=definitions, path=Path(origin))
+    patterns = {key: _string_list(loc, top[key][1], key) for key in ("allow", "deny") if key in top}
+    return FolderPolicy(definitions=definitions, path=Path(origin), **patterns)
 
 
 def load_policy(folder: str | os.PathLike[str]) -> FolderPolicy:
@@ -225,8 +288,9 @@ def load_policy(folder: str | os.PathLike[str]) -> FolderPolicy:
 HEADER = (
     "# flashinfer-trace-apply's rules for this folder (FlashInfer-Bench and FlashInfer\n"
     "# do not read or rewrite this file). Per definition: dtypes (input -> the dtypes\n"
-    "# it may have) and applies_when (constraints over the definition's axes where\n"
-    "# its solution is routed; elsewhere FlashInfer's kernel runs).\n"
+    "# it may have), applies_when (constraints over the definition's axes where\n"
+    "# its solution is routed; elsewhere FlashInfer's kernel runs), verify, on_error,\n"
+    "# breaker, prebuild; top-level allow/deny patterns over definition names.\n"
 )
 
 

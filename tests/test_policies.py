@@ -174,3 +174,33 @@ def test_turning_a_definition_off_puts_every_promoted_shape_back_on_the_original
     assert not state.turn_off("again")  # said once
     state.add_demoter(lambda: demoted.append("fp16"))  # promoted after the mismatch: demoted at once
     assert demoted == ["bf16", "fp16"]
+
+
+def test_the_folder_policy_sets_allow_deny_verify_and_on_error_per_definition(tmp_path, monkeypatch, capsys) -> None:
+    import hook_helpers as h
+    from flashinfer_trace_apply.cli import main
+
+    folder = h.write_curated_folder(tmp_path / "curated", h.solution_dict(definition="rmsnorm_h64", name="norm64",
+                                                                         source=h.RMSNORM_SOURCE))
+    h.write_json(folder / "solutions" / "fused" / "f.json",
+                 h.solution_dict(definition="fused_add_rmsnorm_h64", name="fused64", source=h.RMSNORM_SOURCE))
+    (folder / "trace_apply.yaml").write_text(
+        "version: 1\ndeny: [fused_*]\ndefinitions:\n  rmsnorm_h64:\n    verify: 1\n    on_error: fallback\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fita.enable_apply(str(folder))
+    assert any("left out by the folder policy" in str(w.message) and "fused_add_rmsnorm_h64" in str(w.message)
+               for w in caught)
+    assert not hasattr(flashinfer.fused_add_rmsnorm, "__fita_route__")
+    x, w = torch.randn(2, 64), torch.rand(64)
+    flashinfer.rmsnorm(x, w)  # verified once against the original, then trusted
+    flashinfer.rmsnorm(x, w)
+    counts = fita.stats()[API]
+    assert counts["verify_pending"] == 1 and counts["hit"] == 1
+    assert fita.health()["rmsnorm_h64"]["verified_shapes"] == 1
+
+    assert main(["list", str(folder)]) == 0
+    listed = capsys.readouterr().out
+    assert "rmsnorm_h64\tnorm64\tpython\tverify: 1\ton_error: fallback" in listed
+    assert "fused_add_rmsnorm_h64\tfused64\tpython\toff: left out by the policy's allow/deny" in listed

@@ -263,7 +263,12 @@ def test_a_solution_re_saved_through_flashinfer_bench_keeps_its_routing_rules(tm
 
 @pytest.mark.parametrize("text, said", [
     ("version: 1\nfoo: 1\n", "trace_apply.yaml:2: foo is not a known key"),
-    ("definitions:\n  d:\n    verify: true\n", "trace_apply.yaml:3: definitions.d.verify is not a known key"),
+    ("definitions:\n  d:\n    verified: 2\n", "trace_apply.yaml:3: definitions.d.verified is not a known key"),
+    ("definitions:\n  d:\n    verify: true\n", "trace_apply.yaml:3: definitions.d.verify must be a whole number"),
+    ("definitions:\n  d:\n    on_error: ignore\n", "trace_apply.yaml:3: definitions.d.on_error must be 'raise' or 'fallback'"),
+    ("definitions:\n  d:\n    breaker: 5,60\n", "trace_apply.yaml:3: definitions.d.breaker must be"),
+    ("definitions:\n  d:\n    prebuild: yes please\n", "trace_apply.yaml:3: definitions.d.prebuild must be true or false"),
+    ("allow: rmsnorm_*\n", "trace_apply.yaml:1: allow must be a list"),
     ("definitions:\n  d:\n    dtypes:\n      x: [bf16]\n", "trace_apply.yaml:4: definitions.d.dtypes.x names unknown dtype"),
     ("definitions:\n  d:\n    applies_when: [\"n <\"]\n", "trace_apply.yaml:3: definitions.d.applies_when[0] is not an expression"),
     ("definitions:\n  d:\n    applies_when: n <= 4\n", "trace_apply.yaml:3: definitions.d.applies_when must be a list"),
