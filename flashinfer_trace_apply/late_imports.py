@@ -83,14 +83,15 @@ class _FlashInferImportFinder:
 
 
 class LateImportWatcher:
-    """One per enable session. ``wrap(spec)`` wraps a newly registered API
-    (the session's own wrapping step) and returns problems to report;
+    """One per enable session. ``wrap(spec, modules)`` wraps a newly
+    registered API (the session's own wrapping step; ``modules``: those that
+    may hold a module alias of it) and returns problems to report;
     ``report(message)`` warns."""
 
     def __init__(
         self,
         patches: PatchSet,
-        wrap: Callable[[ApiSpec], Sequence[str]],
+        wrap: Callable[[ApiSpec, Sequence[Any]], Sequence[str]],
         report: Callable[[str], None],
     ) -> None:
         self.patches = patches
@@ -98,6 +99,10 @@ class LateImportWatcher:
         self._report = report
         self._seen = registry_size()
         self._pending: List[Tuple[Callable, Any]] = []
+        # Modules imported while watching: an API registered late can only
+        # have module aliases there (older modules could not bind it), so
+        # wrapping it does not rescan every FlashInfer module.
+        self._late_modules: List[Any] = []
         self._lock = threading.RLock()
         self._finder: Optional[_FlashInferImportFinder] = None
         self.armed = False
@@ -129,6 +134,7 @@ class LateImportWatcher:
         try:
             with self._lock:
                 if self.armed:
+                    self._late_modules.append(module)
                     self._catch_up(getattr(module, "__name__", ""))
                     self._bindings_of(module)
         except Exception as exc:  # noqa: BLE001 - never break the importer
@@ -146,7 +152,7 @@ class LateImportWatcher:
         for spec in specs:
             if getattr(spec.current, "__fita_route__", None) is not None:
                 continue  # already ours (re-registered, or found twice)
-            problems.extend(self._wrap(spec))
+            problems.extend(self._wrap(spec, self._late_modules))
         if problems:
             self._report("some registered definitions cannot be routed: " + "; ".join(problems))
 

@@ -22,8 +22,8 @@ def arm_late_imports(patches: PatchSet, context: Any, names: Sequence[str]) -> L
     enable itself did for those already imported."""
     from .wrapping import wrap_api  # noqa: PLC0415
 
-    def wrap(spec: Any) -> Sequence[str]:
-        _count, problems = wrap_api(patches, spec, context, names)
+    def wrap(spec: Any, alias_scope: Sequence[Any]) -> Sequence[str]:
+        _count, problems = wrap_api(patches, spec, context, names, alias_scope)
         return problems
 
     watcher = LateImportWatcher(patches, wrap, lambda message: warn(message, stacklevel=2))
