@@ -183,6 +183,9 @@ def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[st
     names = session.names
     problems: List[str] = []
     wrapped = 0
+    from .registry import registry_size  # noqa: PLC0415 - issue 11: where the late-import watcher starts
+
+    registry_mark = registry_size()
     for spec in discover_apis():
         count, issues = wrap_api(session.patches, spec, context, names)
         wrapped += count
@@ -194,7 +197,7 @@ def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[st
     from . import reach  # noqa: PLC0415
 
     wrapped += reach.check_bindings(session.patches, rebind, from_hook=_enabling_from_hook)
-    session.watcher = reach.arm_late_imports(session.patches, context, names)
+    session.watcher = reach.arm_late_imports(session.patches, context, names, registry_mark)
     return wrapped
 
 

@@ -29,6 +29,8 @@ def wrap_api(
     report)."""
     from .dispatch import ApiRoute  # noqa: PLC0415 - dispatch pulls in torch-facing code
 
+    if getattr(spec.current, "__fita_route__", None) is not None:
+        return 0, []  # already ours (found again by a later scan)
     if not any(could_produce(template, names) for template in spec.templates):
         return 0, []  # what ApiRoute.routable_names would conclude, without building the route
     route = ApiRoute(spec, context)
