@@ -303,3 +303,16 @@ def test_what_is_registered_during_the_enable_itself_is_caught_up_when_watching_
         watcher.disarm()
     assert {api for api, _scope in given} == tail and all(scope is None for _api, scope in given)
     assert not any(type(f).__name__ == "_FlashInferImportFinder" for f in sys.meta_path)  # disarm removed it
+
+
+def test_only_routing_wrappers_count_as_stale(fake_engine):
+    """Our take-over of FlashInfer's built-in enable_apply is a patch too, but
+    a module holding the built-in's function is not a missed route."""
+    import flashinfer.trace_apply as builtin
+
+    fake_engine.builtin_enable = builtin.enable_apply
+    del fake_engine.rmsnorm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TraceApplyWarning)
+        fita.enable_apply({"rmsnorm_h64": lambda hidden_states, weight: hidden_states})
+    assert fita.doctor().definitions[0].stale == []
