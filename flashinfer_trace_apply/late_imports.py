@@ -147,9 +147,12 @@ class LateImportWatcher:
     def catch_up_now(self) -> None:
         """Wrap what was registered since ``start`` without waiting for the
         next import (an import that happened during the enable itself)."""
-        with self._lock:
-            if self.armed and registry_size() > self._seen:
-                self._catch_up("", alias_scope=None)  # imported before watching: aliases anywhere
+        try:
+            with self._lock:
+                if self.armed and registry_size() > self._seen:
+                    self._catch_up("", alias_scope=None)  # imported before watching: aliases anywhere
+        except Exception as exc:  # noqa: BLE001 - the enable itself has succeeded; say what was missed
+            self._report(f"could not wrap APIs registered during the enable: {type(exc).__name__}: {exc}")
 
     def _catch_up(self, finished: str, alias_scope: Any = ...) -> None:
         specs, unlocated, self._seen = discover_new_apis(self._seen, self._pending)
