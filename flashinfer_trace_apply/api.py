@@ -158,6 +158,9 @@ def _install(session: _Session, configuration: "config.Configuration", rebind: O
     served: Set[str] = set()
     taken: List[str] = []  # APIs another tool had replaced: ours routes them while enabled
     wrapped = 0
+    from .registry import registry_size  # noqa: PLC0415 - issue 11: where the late-import watcher starts
+
+    registry_mark = registry_size()
     for spec in discover_apis():
         outcome = wrap_api(session.patches, spec, context, names)
         wrapped += outcome.wrapped
@@ -177,7 +180,7 @@ def _install(session: _Session, configuration: "config.Configuration", rebind: O
     from . import reach  # noqa: PLC0415
 
     wrapped += reach.check_bindings(session.patches, rebind, from_hook=_enabling_from_hook)
-    session.watcher = reach.arm_late_imports(session.patches, context, names)
+    session.watcher = reach.arm_late_imports(session.patches, context, names, registry_mark)
     _report_unservable(configuration, [n for n in names if n not in served])
     return wrapped
 

@@ -83,21 +83,27 @@ class _FlashInferImportFinder:
 
 
 class LateImportWatcher:
-    """One per enable session. ``wrap(spec)`` wraps a newly registered API
-    (the session's own wrapping step) and returns problems to report;
+    """One per enable session. ``wrap(spec, modules)`` wraps a newly
+    registered API (the session's own wrapping step; ``modules``: those that
+    may hold a module alias of it, None for all) and returns problems to report;
     ``report(message)`` warns."""
 
     def __init__(
         self,
         patches: PatchSet,
-        wrap: Callable[[ApiSpec], Sequence[str]],
+        wrap: Callable[[ApiSpec, Optional[Sequence[Any]]], Sequence[str]],
         report: Callable[[str], None],
+        start: Optional[int] = None,
     ) -> None:
         self.patches = patches
         self._wrap = wrap
         self._report = report
-        self._seen = registry_size()
+        self._seen = registry_size() if start is None else start
         self._pending: List[Tuple[Callable, Any]] = []
+        # Modules imported while watching: an API registered late can only
+        # have module aliases there (older modules could not bind it), so
+        # wrapping it does not rescan every FlashInfer module.
+        self._late_modules: List[Any] = []
         self._lock = threading.RLock()
         self._finder: Optional[_FlashInferImportFinder] = None
         self.armed = False
@@ -129,6 +135,7 @@ class LateImportWatcher:
         try:
             with self._lock:
                 if self.armed:
+                    self._late_modules.append(module)
                     self._catch_up(getattr(module, "__name__", ""))
                     self._bindings_of(module)
         except Exception as exc:  # noqa: BLE001 - never break the importer
@@ -137,7 +144,17 @@ class LateImportWatcher:
                 f"{type(exc).__name__}: {exc}; its calls run FlashInfer's own kernels"
             )
 
-    def _catch_up(self, finished: str) -> None:
+    def catch_up_now(self) -> None:
+        """Wrap what was registered since ``start`` without waiting for the
+        next import (an import that happened during the enable itself)."""
+        try:
+            with self._lock:
+                if self.armed and registry_size() > self._seen:
+                    self._catch_up("", alias_scope=None)  # imported before watching: aliases anywhere
+        except Exception as exc:  # noqa: BLE001 - the enable itself has succeeded; say what was missed
+            self._report(f"could not wrap APIs registered during the enable: {type(exc).__name__}: {exc}")
+
+    def _catch_up(self, finished: str, alias_scope: Any = ...) -> None:
         specs, unlocated, self._seen = discover_new_apis(self._seen, self._pending)
         # An entry whose attribute is still unbound waits for its module to
         # finish; once it has, an unlocated entry has nothing public to wrap.
@@ -146,7 +163,7 @@ class LateImportWatcher:
         for spec in specs:
             if getattr(spec.current, "__fita_route__", None) is not None:
                 continue  # already ours (re-registered, or found twice)
-            problems.extend(self._wrap(spec))
+            problems.extend(self._wrap(spec, self._late_modules if alias_scope is ... else alias_scope))
         if problems:
             self._report("some registered definitions cannot be routed: " + "; ".join(problems))
 

@@ -17,16 +17,19 @@ from .warn import warn
 _NEVER_INLINE = object()  # ApiRoute.hot_key once the session is over
 
 
-def arm_late_imports(patches: PatchSet, context: Any, names: Sequence[str]) -> LateImportWatcher:
+def arm_late_imports(patches: PatchSet, context: Any, names: Sequence[str], registry_mark: int) -> LateImportWatcher:
     """Wrap APIs of ``flashinfer.*`` modules imported from now on, as the
-    enable itself did for those already imported."""
+    enable itself did for those already imported. ``registry_mark``: the
+    registry's size when the enable read it; anything registered since (an
+    import during the enable itself) is caught up at once."""
     from .wrapping import wrap_api  # noqa: PLC0415
 
-    def wrap(spec: Any) -> Sequence[str]:
-        return wrap_api(patches, spec, context, names).problems
+    def wrap(spec: Any, alias_scope: Optional[Sequence[Any]]) -> Sequence[str]:
+        return wrap_api(patches, spec, context, names, alias_scope).problems
 
-    watcher = LateImportWatcher(patches, wrap, lambda message: warn(message, stacklevel=2))
+    watcher = LateImportWatcher(patches, wrap, lambda message: warn(message, stacklevel=2), start=registry_mark)
     watcher.arm()
+    watcher.catch_up_now()
     return watcher
 
 

@@ -65,7 +65,11 @@ def _api_name(wrapper: Any) -> str:
 def find_stale(patches: PatchSet) -> List[StaleBinding]:
     """Module attributes outside FlashInfer that still hold an original we
     replaced in ``patches``."""
-    originals = {id(original): (original, wrapper) for original, wrapper in patches.originals_by_replacement().values()}
+    originals = {
+        id(original): (original, wrapper)
+        for original, wrapper in patches.originals_by_replacement().values()
+        if getattr(wrapper, "__fita_route__", None) is not None  # routing wrappers, not the built-in's refusal
+    }
     found = []
     for name, _module, attr, value in _scan(originals):
         original, wrapper = originals[id(value)]

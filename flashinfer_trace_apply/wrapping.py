@@ -11,7 +11,7 @@ recorder that keeps plan-time arguments for ``run()``.
 
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 from .aliases import route_class_aliases
 from .patcher import PatchSet
@@ -25,14 +25,21 @@ class Outcome(NamedTuple):
     serves: List[str]  # registered names this API can route
 
 
-def wrap_api(patches: PatchSet, spec: ApiSpec, context: Any, names: Sequence[str]) -> Outcome:
-    """Wrap ``spec`` if some registered name could route through it."""
-    # Only APIs some registered name could match get a route: building one
-    # reads signatures and templates, paid in every worker.
-    if not any(could_produce(t, names) for t in spec.templates):
-        return Outcome(0, [], [])
+def wrap_api(
+    patches: PatchSet, spec: ApiSpec, context: Any, names: Sequence[str], alias_scope: Optional[Sequence[Any]] = None
+) -> Outcome:
+    """Wrap ``spec`` if some registered name could route through it.
+    ``alias_scope``: the modules that can hold a module alias of it (for an
+    API registered by a late import, only modules imported since; default:
+    every ``flashinfer*`` module)."""
     from .dispatch import ApiRoute  # noqa: PLC0415 - dispatch pulls in torch-facing code
 
+    if getattr(spec.current, "__fita_route__", None) is not None:
+        return Outcome(0, [], [])  # already ours (found again by a later scan)
+    # Only APIs some registered name could match get a route: building one
+    # reads signatures and templates, paid in every worker.
+    if not any(could_produce(template, names) for template in spec.templates):
+        return Outcome(0, [], [])
     route = ApiRoute(spec, context)
     serves, problems = route.routable_names(list(names))
     if not serves:
@@ -44,7 +51,11 @@ def wrap_api(patches: PatchSet, spec: ApiSpec, context: Any, names: Sequence[str
     if patches.replace(spec.owner, spec.attr, spec.stored, wrapper):
         wrapped += 1
     if not spec.is_method:
-        for owner, attr in module_aliases(spec.current, skip=(spec.owner, spec.attr)):
+        if alias_scope is None:
+            aliases = module_aliases(spec.current, skip=(spec.owner, spec.attr))
+        else:
+            aliases = _aliases_in(alias_scope, spec.current, skip=(spec.owner, spec.attr))
+        for owner, attr in aliases:
             if patches.replace(owner, attr, spec.current, wrapper):
                 wrapped += 1
     if spec.is_method:
@@ -52,6 +63,15 @@ def wrap_api(patches: PatchSet, spec: ApiSpec, context: Any, names: Sequence[str
         if plan_inputs_for(spec.owner) is not None:
             _record_plans(patches, spec.owner, context.recorder)
     return Outcome(wrapped, problems, serves)
+
+
+def _aliases_in(modules: Sequence[Any], obj: Any, skip: Tuple[Any, str]) -> List[Tuple[Any, str]]:
+    found = []
+    for module in modules:
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            if value is obj and (module, attr) != skip:
+                found.append((module, attr))
+    return found
 
 
 def _record_plans(patches: PatchSet, owner: Any, recorder: Any) -> None:

@@ -113,16 +113,7 @@ FUSED = {
 }
 
 
-# Until a wrapper held by another tool behaves as the original after our
-# disable (issue 10, point 8), FlashInfer-Bench's wrapper still reaches ours.
-PENDING = {"ours first, then FlashInfer-Bench"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="point 8")) if n in PENDING else n
-     for n in sorted(SCENARIOS)],
-)
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_exactly_one_engine_routes(tmp_path: Path, name: str) -> None:
     steps, env_on, expected = SCENARIOS[name]
     if any(s.startswith("fib_") for s in steps):

@@ -280,3 +280,39 @@ def test_a_wrapper_held_where_no_scan_looks_runs_the_original_after_disable():
     _quiet_enable({"rmsnorm_h64": solution})  # a new session does not revive the old wrapper
     original_refuses_cpu(lambda: wrapper(x, w))
     assert torch.equal(flashinfer.norm.rmsnorm(x, w), x + 1) and calls == [1, 1]
+
+
+def test_what_is_registered_during_the_enable_itself_is_caught_up_when_watching_starts():
+    """An import inside enable_apply (after it read the registry, before the
+    watcher was armed) must not be lost: the watcher starts from the mark
+    the enable read and wraps the tail at once, aliases looked for anywhere."""
+    from flashinfer import api_logging
+
+    from flashinfer_trace_apply.late_imports import LateImportWatcher
+    from flashinfer_trace_apply.patcher import PatchSet
+
+    registry = api_logging._TRACE_REGISTRY
+    tail = {api_logging._trace_fi_api_for(o) for o, _t, _l in registry[-3:]}
+    given = []
+    watcher = LateImportWatcher(PatchSet(), lambda spec, scope: given.append((spec.fi_api, scope)) or [],
+                                lambda message: None, start=len(registry) - 3)
+    watcher.arm()
+    try:
+        watcher.catch_up_now()
+    finally:
+        watcher.disarm()
+    assert {api for api, _scope in given} == tail and all(scope is None for _api, scope in given)
+    assert not any(type(f).__name__ == "_FlashInferImportFinder" for f in sys.meta_path)  # disarm removed it
+
+
+def test_only_routing_wrappers_count_as_stale(fake_engine):
+    """Our take-over of FlashInfer's built-in enable_apply is a patch too, but
+    a module holding the built-in's function is not a missed route."""
+    import flashinfer.trace_apply as builtin
+
+    fake_engine.builtin_enable = builtin.enable_apply
+    del fake_engine.rmsnorm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TraceApplyWarning)
+        fita.enable_apply({"rmsnorm_h64": lambda hidden_states, weight: hidden_states})
+    assert fita.doctor().definitions[0].stale == []
