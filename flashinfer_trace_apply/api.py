@@ -31,6 +31,7 @@ class _Session:
     names: List[str] = field(default_factory=list)
     fired: Set[str] = field(default_factory=set)
     board: StatsBoard = field(default_factory=StatsBoard)
+    routes: List[Any] = field(default_factory=list)  # dispatch.ApiRoute, retired on restore
 
 
 _lock = threading.RLock()
@@ -153,16 +154,17 @@ def _routing_context(session: _Session, mapping: Dict[str, Any], definition_map:
         )
     told: Set[Tuple[str, str]] = set()
 
-    def report_unaccepted(fi_api: str, argument: str, value: Any) -> bool:
+    def report_unaccepted(fi_api: str, argument: str, value: Any, solution: str) -> None:
         if (fi_api, argument) not in told:
             told.add((fi_api, argument))
             shown = f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})" if hasattr(value, "shape") else repr(value)
             warn(
-                f"{fi_api} was called with {argument}={shown}, which the routed solution does not "
-                "accept; the solution ran without it (add the parameter to the solution to receive it)",
+                f"{fi_api} was called with {argument}={shown}, which solution '{solution}' does not accept; "
+                "such calls run the original kernel (counted as fallback_unaccepted_argument). Add the "
+                "parameter to the solution, or list it in the solution's spec.ignored_arguments if it "
+                "cannot change the result",
                 stacklevel=4,
             )
-        return True
 
     return RoutingContext(mapping, rules, hardware, sm, session.board, PlanRecorder(), session.fired, report_unaccepted)
 
@@ -184,6 +186,7 @@ def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[st
         if not serves:
             continue
         wrapper = route.build_wrapper()
+        session.routes.append(route)
         targets = [(spec.owner, spec.attr)]
         if not spec.is_method:
             targets += module_aliases(spec.current, skip=(spec.owner, spec.attr))
@@ -202,6 +205,9 @@ def _install(session: _Session, mapping: Dict[str, Any], definition_map: Dict[st
 
 def _restore(session: _Session, report_unmatched: bool) -> None:
     left_alone = session.patches.restore()
+    for route in session.routes:
+        route.retire()  # a wrapper still referenced now acts as the original
+    session.routes.clear()
     if left_alone:
         warn(
             "left these attributes as they are, because something re-patched them after "
