@@ -90,7 +90,8 @@ def build_hit_entry(parts: EntryParts) -> Callable:
     ns.update(helpers(ctx))
     ns.update(parts.extra_globals)
     call = solution_call(parts)
-    body: List[str] = [f"if {P}inside.on: return {P}reentered({parts.shape.forward()})"]
+    body = arguments_lines(parts, call, ns)
+    body.append(f"if {P}inside.on: return {P}reentered({parts.shape.forward()})")
     body += list(parts.prelude)
     body += guard_lines(parts, ns)
     body += call_lines(parts, call)
@@ -98,32 +99,40 @@ def build_hit_entry(parts: EntryParts) -> Callable:
         parts.convention, outputs=expected_shapes(parts.template, parts.convention, parts.inputs, parts.const_values)
     )
     body += delivery_lines(convention)
-    header = parts.shape.header(with_defaults=False)
-    source = f"def {P}hit({header}):\n" + _indent(body)
-    if call.unaccepted:
-        # The entry callers reach tests, per argument the solution cannot
-        # receive, that the caller left it at the default (an identity test);
-        # anything else goes to the slow test, which runs the original
-        # unless the value equals the default.
-        test = " or ".join(f"{n} is not {P}dv_{n}" for n in call.unaccepted)
-        forward = parts.shape.forward()
-        for name in call.unaccepted:
-            ns[f"{P}dv_{name}"] = parts.shape.defaults[name]
-        ns[f"{P}only_defaults"] = _defaults_test(parts, call.unaccepted)
-        ns[f"{P}unaccepted"] = parts.unaccepted_fallback
-        source += (
-            f"def {P}entry({header}):\n"
-            f"    if {test}:\n"
-            f"        if not {P}only_defaults({', '.join(call.unaccepted)}):\n"
-            f"            return {P}unaccepted({forward})\n"
-            f"    return {P}hit({forward})\n"
-        )
-        return compile_function(f"{P}entry", source, ns, f"<trace_apply hit {parts.fi_api} {parts.definition}>")
+    source = f"def {P}hit({parts.shape.header(with_defaults=False)}):\n" + _indent(body)
     return compile_function(f"{P}hit", source, ns, f"<trace_apply hit {parts.fi_api} {parts.definition}>")
 
 
 def _indent(lines: Sequence[str]) -> str:
     return "".join("    " + line + "\n" for line in lines)
+
+
+# -- arguments the solution cannot receive ------------------------------------
+
+
+def arguments_lines(parts: EntryParts, call: SolutionCall, ns: Dict[str, Any]) -> List[str]:
+    """Per argument the solution cannot receive, an identity test that the
+    caller left it at the API's default (the singletons None/True/False as
+    constants, other defaults as globals). Anything else takes the slow
+    test, which lets an equal value (``eps=1e-6`` written at the call site)
+    through and sends the rest to the original kernel."""
+    if not call.unaccepted:
+        return []
+    tests = []
+    for name in call.unaccepted:
+        default = parts.shape.defaults[name]
+        if default is None or default is True or default is False:
+            tests.append(f"{name} is not {default!r}")
+        else:
+            ns[f"{P}dv_{name}"] = default
+            tests.append(f"{name} is not {P}dv_{name}")
+    ns[f"{P}only_defaults"] = _defaults_test(parts, call.unaccepted)
+    ns[f"{P}unaccepted"] = parts.unaccepted_fallback
+    return [
+        f"if {' or '.join(tests)}:",
+        f"    if not {P}only_defaults({', '.join(call.unaccepted)}):",
+        f"        return {P}unaccepted({parts.shape.forward()})",
+    ]
 
 
 def _defaults_test(parts: EntryParts, names: List[str]) -> Callable[..., bool]:
