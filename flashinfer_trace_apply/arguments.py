@@ -22,6 +22,11 @@ IGNORED_BY_DEFAULT: Dict[str, str] = {
     "launch_with_pdl": "the same launch option as enable_pdl under another name",
     "pdl": "the same launch option as enable_pdl under another name",
 }
+# Considered and left out, because they can change what is computed or where
+# it goes: backend / tactic / tune_max_num_tokens (another algorithm, other
+# rounding), deterministic / is_deterministic (reduction order), check_nan
+# (raises), aux_stream / sm_count (a solution ignoring them could race or
+# oversubscribe what the caller reserved), workspace buffers and out_dtype.
 
 
 @dataclass(frozen=True)

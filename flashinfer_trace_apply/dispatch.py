@@ -428,7 +428,6 @@ class ApiRoute:
                 loaded=loaded,
                 tick_hit=self.tick_hit,
                 tick_error=self.tick_error,
-                original=self.spec.current,
                 inside=self.inside,
                 inside_fallback=self.entries[INSIDE_MISS],
                 unaccepted_fallback=self.fallback(counters.FALLBACK_UNACCEPTED_ARGUMENT),

@@ -49,7 +49,6 @@ class EntryParts:
     loaded: Any  # loaders.LoadedSolution
     tick_hit: Callable[[], int]
     tick_error: Callable[[], int]
-    original: Callable  # the API's original, for calls from inside the solution
     inside: InsideSolution
     inside_fallback: Callable  # counts and runs the original (re-entry)
     unaccepted_fallback: Callable  # counts and runs the original (argument)
@@ -155,11 +154,19 @@ def _defaults_test(parts: EntryParts, names: List[str]) -> Callable[..., bool]:
 
 
 def solution_call(parts: EntryParts) -> SolutionCall:
-    loaded, shape = parts.loaded, parts.shape
-    if loaded.positional:
-        return SolutionCall([src.expr for src in parts.inputs], [], [])
+    loaded = parts.loaded
     solution = getattr(loaded, "solution", None)
-    takes = receivable(loaded.fn, solution.spec.ignored_arguments if solution is not None else ())
+    ignores = solution.spec.ignored_arguments if solution is not None else ()
+    if loaded.positional:
+        # A compiled solution receives the definition's inputs only: any
+        # other argument set at the call sends it to the original.
+        takes = Receivable(frozenset(), False, frozenset(), frozenset(ignores))
+        unaccepted = _other_arguments(parts, takes, {src.param for src in parts.inputs}, set(), [])
+        args = [src.expr for src in parts.inputs]
+        if loaded.destination_passing:
+            args += _destination_args(parts)
+        return SolutionCall(args, [], unaccepted)
+    takes = receivable(loaded.fn, ignores)
     args, conditional, used = _definition_inputs(parts, takes)
     passed = {a.split("=", 1)[0] for a in args} | {t for t, _ in conditional}
     unaccepted = _other_arguments(parts, takes, used, passed, args)
