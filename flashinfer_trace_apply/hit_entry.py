@@ -83,6 +83,7 @@ def build_hit_entry(parts: EntryParts) -> Callable:
         f"{P}T": torch.Tensor,
         f"{P}alloc": parts.allocate,
         f"{P}nhd": nhd_view,
+        f"{P}torch": torch,
         f"{P}inside": parts.inside,
         f"{P}reentered": parts.inside_fallback,
     }
@@ -354,7 +355,10 @@ def _returned_delivery(convention: ReturnConvention) -> List[str]:
             lines.append(f"    raise {P}fail('{arity}=True but the solution returned no ' + {outputs[-1].key!r})")
             lines.append(f"if not {arity}: del {P}rs[1:]")
         else:
-            lines.append(f"{P}rs = list({P}results({P}r, {low}, {n}))")
+            # A tuple of the right length is the common case; the per-result
+            # checks below catch anything in it that is not a tensor.
+            lines.append(f"if {P}r.__class__ is tuple and len({P}r) == {n}: {P}rs = list({P}r)")
+            lines.append(f"else: {P}rs = list({P}results({P}r, {low}, {n}))")
         var = [f"{P}rs[{i}]" for i in range(n)]
 
     def only_if_asked(i: int, block: List[str]) -> List[str]:
@@ -401,8 +405,9 @@ def _check_lines(o: OutputPlan, var: str) -> List[str]:
 
 def _returned_check(o: OutputPlan, var: str) -> str:
     tests = [f"{var}.__class__ is not {P}T"]
-    if o.dtype_like:
-        tests.append(f"{var}.dtype is not {o.dtype_like}.dtype")
+    dtype = f"{o.dtype_like}.dtype" if o.dtype_like else f"{P}torch.{o.fixed_dtype}" if o.fixed_dtype else None
+    if dtype:
+        tests.append(f"{var}.dtype is not {dtype}")
     shape_expr = f"{o.shape_like}.shape" if o.shape_like else o.shape_expr
     if shape_expr:
         tests.append(f"{var}.shape != {shape_expr}")
@@ -410,10 +415,11 @@ def _returned_check(o: OutputPlan, var: str) -> str:
     if device_like:
         tests.append(f"{var}.device != {device_like}.device")
     if len(tests) == 1:
-        return ""
+        # Nothing known to compare with: a tensor, or a (k, v) pair, passes.
+        return f"if {var}.__class__ is not {P}T and {var}.__class__ not in {P}seq: {P}wrong({var}, None, None, None, {o.key!r})"
     return (
         f"if {' or '.join(tests)}: "
-        f"{P}wrong({var}, {o.dtype_like or 'None'}, {shape_expr or 'None'}, {device_like or 'None'}, {o.key!r})"
+        f"{P}wrong({var}, {dtype or 'None'}, {shape_expr or 'None'}, {device_like or 'None'}, {o.key!r})"
     )
 
 

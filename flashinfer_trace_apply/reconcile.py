@@ -30,6 +30,7 @@ class OutputPlan:
     # shape a returned result must have, and a parameter on its device.
     shape_expr: Optional[str] = None
     device_like: Optional[str] = None
+    fixed_dtype: Optional[str] = None  # the template's own dtype (``float32``), when no input gives it
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,9 @@ def expected_shapes(
     device_like = carriers[0][0] if carriers else None
     plans = []
     for o in convention.outputs:
+        declared = getattr(template.outputs[o.key], "dtype", None)
+        if not o.dtype_like and isinstance(declared, str) and _is_torch_dtype(declared):
+            o = dataclasses.replace(o, fixed_dtype=declared)
         if o.shape_like:
             plans.append(o)
             continue
@@ -214,3 +218,9 @@ def expected_shapes(
         shape_expr = None if dims is None else "(" + "".join(d + ", " for d in dims) + ")"
         plans.append(dataclasses.replace(o, shape_expr=shape_expr, device_like=device_like))
     return tuple(plans)
+
+
+def _is_torch_dtype(name: str) -> bool:
+    import torch  # noqa: PLC0415
+
+    return name.isidentifier() and isinstance(getattr(torch, name, None), torch.dtype)

@@ -103,13 +103,13 @@ def helpers(ctx: EntryContext) -> Dict[str, Callable]:
         buffer.copy_(result)
         return buffer
 
-    def wrong(result: Any, dtype_like: Any, shape: Any, device_like: Any, what: str) -> None:
+    def wrong(result: Any, dtype: Any, shape: Any, device_like: Any, what: str) -> None:
         """Raise for a returned result that differs from what the API
         returns (called only once the inline test found a difference)."""
         if not isinstance(result, torch.Tensor):
             raise ctx.fail(f"{what}: result is {describe(result)}, expected a Tensor")
-        if isinstance(dtype_like, torch.Tensor) and result.dtype != dtype_like.dtype:
-            raise ctx.fail(f"{what}: result dtype {result.dtype} differs from the API's {dtype_like.dtype}")
+        if isinstance(dtype, torch.dtype) and result.dtype != dtype:
+            raise ctx.fail(f"{what}: result dtype {result.dtype} differs from the API's {dtype}")
         if shape is not None and tuple(result.shape) != tuple(shape):
             raise ctx.fail(f"{what}: result {describe(result)} does not have the shape the API returns, {tuple(shape)}")
         if isinstance(device_like, torch.Tensor) and result.device != device_like.device:

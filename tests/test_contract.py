@@ -316,3 +316,21 @@ def test_a_selector_api_binds_only_on_the_first_call_per_selector_key(monkeypatc
     assert seen == ["scalar", "tensor"] * 3 + ["scalar"]
     assert binds == ["flashinfer.norm.gated_residual_next_rmsnorm"] * 2  # once per selector key
     assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["hit"] == 7
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param(lambda s: s.double(), id="wrong-dtype"),
+        pytest.param(lambda s: s.t(), id="transposed"),
+        pytest.param(lambda s: s.tolist(), id="not-a-tensor"),
+    ],
+)
+def test_every_result_of_a_multi_output_api_is_checked(second):
+    def pair(v_a, s_a, v_b, s_b):
+        return v_a + v_b, second(s_a + s_b)
+
+    fita.enable_apply({"merge_state_h8_d64": pair})
+    v, s = torch.randn(3, 8, 64), torch.randn(3, 8)
+    with pytest.raises(SolutionCallError, match=r"merge_state.*merge_state_h8_d64.*pair"):
+        flashinfer.merge_state(v, s, v, s)
