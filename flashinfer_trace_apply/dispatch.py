@@ -372,7 +372,8 @@ class ApiRoute:
         """Index in ``self.entries`` of the entry for ``key``, built on first use."""
         entry = self.cache.get(key)
         if entry is None:
-            if self.inside.on:
+            inside = self.inside.flag
+            if inside[0]:
                 # This thread is loading this API's solution, whose import
                 # called the API: the original runs (no lock taken, none held
                 # by this thread is waited on).
@@ -384,11 +385,11 @@ class ApiRoute:
             with self._lock:
                 entry = self.cache.get(key)
                 if entry is None:
-                    self.inside.on = True
+                    inside[0] = True
                     try:
                         entry = self._build_entry(key)
                     finally:
-                        self.inside.on = False
+                        inside[0] = False
                     if entry not in self.entries:
                         self.entries.append(entry)
                     self.cache[key] = entry

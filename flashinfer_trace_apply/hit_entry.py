@@ -29,11 +29,14 @@ P = PREFIX
 
 
 class InsideSolution(threading.local):
-    """Per route and thread: True while this thread loads or runs the
-    route's solution, so a call of the same API from inside it reaches the
-    original kernel instead of recursing (or waiting on its own load)."""
+    """Per route and thread: ``flag[0]`` is True while this thread loads or
+    runs the route's solution, so a call of the same API from inside it
+    reaches the original kernel instead of recursing (or waiting on its own
+    load). A one-item list read once per call: setting and clearing its item
+    costs a fraction of setting a thread-local attribute twice."""
 
-    on = False
+    def __init__(self) -> None:
+        self.flag = [False]
 
 
 @dataclass
@@ -91,7 +94,8 @@ def build_hit_entry(parts: EntryParts) -> Callable:
     ns.update(parts.extra_globals)
     call = solution_call(parts)
     body = arguments_lines(parts, call, ns)
-    body.append(f"if {P}inside.on: return {P}reentered({parts.shape.forward()})")
+    body.append(f"{P}in = {P}inside.flag")
+    body.append(f"if {P}in[0]: return {P}reentered({parts.shape.forward()})")
     body += list(parts.prelude)
     body += guard_lines(parts, ns)
     body += call_lines(parts, call)
@@ -297,14 +301,14 @@ def call_lines(parts: EntryParts, call: SolutionCall) -> List[str]:
             lines.append(f"if {P}v is not None: {P}kw[{target!r}] = {P}v")
         args.append(f"**{P}kw")
     lines += [
-        f"{P}inside.on = True",
+        f"{P}in[0] = True",
         "try:",
         f"    {P}r = {P}fn({', '.join(args)})",
         f"except Exception as {P}exc:",
         f"    {P}annotate({P}exc)",
         "    raise",
         "finally:",
-        f"    {P}inside.on = False",
+        f"    {P}in[0] = False",
     ]
     if parts.loaded.destination_passing:
         lines.append(f"{P}r = tuple({P}outs)")
