@@ -247,7 +247,7 @@ class ApiRoute:
         if entry is None:
             tick = self.context.board.ticker(self.spec.fi_api, status)
             source = (
-                f"def {PREFIX}{status}({self.shape.header(with_defaults=False)}):\n"
+                f"def {PREFIX}{status}({self.shape.entry_header()}):\n"
                 f"    {PREFIX}tick()\n"
                 f"    return {PREFIX}orig({self.shape.forward()})\n"
             )
@@ -258,7 +258,6 @@ class ApiRoute:
 
     def _wrapper_source(self) -> str:
         """The wrapper: the key, one dictionary lookup, the entry."""
-        forward = self.shape.forward()
         lines = [f"def {self.spec.attr}({self.shape.header(with_defaults=True)}):"]
         lines += ["    " + line for line in self._key_lines()]
         lines += [
@@ -266,7 +265,7 @@ class ApiRoute:
             f"        {PREFIX}e = {PREFIX}cache[{PREFIX}k]",
             "    except KeyError:",
             f"        {PREFIX}e = {PREFIX}entries[{PREFIX}resolve({PREFIX}k)]",
-            f"    return {PREFIX}e({forward})",
+            f"    return {PREFIX}e({self.shape.entry_forward()})",
         ]
         return "\n".join(lines) + "\n"
 
@@ -300,9 +299,13 @@ class ApiRoute:
         self.choices.clear()
         if wrapper is None:
             return
-        original = self.spec.current
+        source = (
+            f"def {PREFIX}original({self.shape.entry_header()}):\n"
+            f"    return {PREFIX}orig({self.shape.forward()})\n"
+        )
+        passthrough = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current}, "<trace_apply retired>")
         space = wrapper.__globals__
-        space[f"{PREFIX}entries"] = (original,)
+        space[f"{PREFIX}entries"] = (passthrough,)
         space[f"{PREFIX}resolve"] = _first_entry
         space[f"{PREFIX}slow_key"] = _no_key
         space[f"{PREFIX}cache"] = {}

@@ -95,7 +95,7 @@ def build_hit_entry(parts: EntryParts) -> Callable:
     call = solution_call(parts)
     body = arguments_lines(parts, call, ns)
     body.append(f"{P}in = {P}inside.flag")
-    body.append(f"if {P}in[0]: return {P}reentered({parts.shape.forward()})")
+    body.append(f"if {P}in[0]: return {P}reentered({parts.shape.entry_forward()})")
     body += list(parts.prelude)
     body += guard_lines(parts, ns)
     body += call_lines(parts, call)
@@ -103,7 +103,7 @@ def build_hit_entry(parts: EntryParts) -> Callable:
         parts.convention, outputs=expected_shapes(parts.template, parts.convention, parts.inputs, parts.const_values)
     )
     body += delivery_lines(convention)
-    source = f"def {P}hit({parts.shape.header(with_defaults=False)}):\n" + _indent(body)
+    source = f"def {P}hit({parts.shape.entry_header()}):\n" + _indent(body)
     return compile_function(f"{P}hit", source, ns, f"<trace_apply hit {parts.fi_api} {parts.definition}>")
 
 
@@ -135,7 +135,7 @@ def arguments_lines(parts: EntryParts, call: SolutionCall, ns: Dict[str, Any]) -
     return [
         f"if {' or '.join(tests)}:",
         f"    if not {P}only_defaults({', '.join(call.unaccepted)}):",
-        f"        return {P}unaccepted({parts.shape.forward()})",
+        f"        return {P}unaccepted({parts.shape.entry_forward()})",
     ]
 
 
@@ -279,7 +279,7 @@ def guard_lines(parts: EntryParts, ns: Dict[str, Any]) -> List[str]:
         "except Exception:",
         f"    {P}ok = False",
         f"if not {P}ok:",
-        f"    return {P}cmiss({parts.shape.forward()})",
+        f"    return {P}cmiss({parts.shape.entry_forward()})",
     ]
 
 

@@ -334,3 +334,33 @@ def test_every_result_of_a_multi_output_api_is_checked(second):
     v, s = torch.randn(3, 8, 64), torch.randn(3, 8)
     with pytest.raises(SolutionCallError, match=r"merge_state.*merge_state_h8_d64.*pair"):
         flashinfer.merge_state(v, s, v, s)
+
+
+def test_a_kept_method_wrapper_passes_keyword_only_arguments_on_after_disable():
+    """run(self, q, paged_kv_cache, *args, q_scale=..., ...): after disable the
+    kept wrapper hands the arguments to what it wrapped exactly as the caller
+    gave them. (FlashInfer's run needs a planned CUDA wrapper, so what is
+    wrapped here records its arguments, keeping run's signature.)"""
+    import functools
+
+    cls = flashinfer.BatchDecodeWithPagedKVCacheWrapper
+    real_run = vars(cls)["run"]
+    received = []
+
+    @functools.wraps(real_run)
+    def recording_run(self, *args, **kwargs):
+        received.append((args, kwargs))
+
+    cls.run = recording_run
+    try:
+        fita.enable_apply({"gqa_paged_decode_h32_kv8_d128_ps16": lambda q, k_cache, v_cache, kv_indptr, kv_indices, sm_scale: q})
+        kept = cls.run
+        fita.disable_apply()
+        assert cls.run is recording_run and kept is not recording_run
+        q, cache = torch.randn(2, 32, 128), (torch.randn(2, 16, 8, 128),) * 2
+        kept(cls.__new__(cls), q, cache, return_lse=True, window_left=3)
+    finally:
+        cls.run = real_run
+    args, kwargs = received[-1]
+    assert args[0] is q and args[1] is cache and len(args) == 2
+    assert kwargs["return_lse"] is True and kwargs["window_left"] == 3
