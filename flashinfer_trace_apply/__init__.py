@@ -33,7 +33,7 @@ _EXPORTS = {
     "SolutionCallError": "errors",
     "TraceApplyWarning": "warn",
     "bundled_solutions_path": "bundled",
-    "doctor": "doctor",
+    "doctor": "doctor_report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -57,7 +57,7 @@ def __dir__() -> list:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .api import disable_apply, enable_apply, health, is_enabled, stats
     from .bundled import bundled_solutions_path
-    from .doctor import doctor
+    from .doctor_report import doctor
     from .catalog import load_definitions, load_solutions
     from .errors import ConfigError, SolutionCallError, SolutionLoadError, TraceApplyError
     from .solution import BuildSpec, Solution, SourceFile

@@ -35,6 +35,7 @@ class _Session:
     health: HealthBoard = field(default_factory=HealthBoard)
     workloads: Optional[Any] = field(default_factory=workloads.enabled)  # WorkloadBook with a stats dir
     watcher: Any = None  # late_imports.LateImportWatcher while enabled (issue 11)
+    routes: List[Any] = field(default_factory=list)  # dispatch.ApiRoute, retired on restore
 
 
 _lock = threading.RLock()
@@ -126,22 +127,25 @@ def _routing_context(session: _Session, configuration: "config.Configuration") -
 
     told: Set[Tuple[str, str]] = set()
 
-    def report_unaccepted(fi_api: str, argument: str, value: Any) -> bool:
+    def report_unaccepted(fi_api: str, argument: str, value: Any, solution: str) -> None:
         if (fi_api, argument) not in told:
             told.add((fi_api, argument))
             shown = f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})" if hasattr(value, "shape") else repr(value)
             warn(
-                f"{fi_api} was called with {argument}={shown}, which the routed solution does not "
-                "accept; the solution ran without it (add the parameter to the solution to receive it)",
+                f"{fi_api} was called with {argument}={shown}, which solution '{solution}' does not accept; "
+                "such calls run the original kernel (counted as fallback_unaccepted_argument). Add the "
+                "parameter to the solution, or list it in the solution's spec.ignored_arguments if it "
+                "cannot change the result",
                 stacklevel=4,
             )
-        return True
 
-    return RoutingContext(
+    context = RoutingContext(
         configuration.solutions, configuration.rules, configuration.hardware, configuration.sm,
         session.board, PlanRecorder(), session.fired, report_unaccepted,
         policies=configuration.policies, health=session.health, workloads=session.workloads,
     )
+    context.routes = session.routes  # every route built (at enable or on a late import), retired on restore
+    return context
 
 
 def _install(session: _Session, configuration: "config.Configuration", rebind: Optional[bool] = None) -> int:
@@ -206,6 +210,9 @@ def _restore(session: _Session, report_unmatched: bool) -> None:
 
     reach.before_restore(session.watcher, session.patches)
     left_alone = session.patches.restore()
+    for route in session.routes:
+        route.retire()  # a wrapper still referenced now acts as the original
+    session.routes.clear()
     if left_alone:
         warn(
             "left these attributes as they are, because something re-patched them after "

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("--path", help="curated folder (default: the bundled one)")
     runner.add_argument("command", nargs=argparse.REMAINDER)
     runner.set_defaults(run=_cmd_run)
-    from .doctor import add_command as add_doctor  # noqa: PLC0415
+    from .doctor_report import add_command as add_doctor  # noqa: PLC0415
 
     add_doctor(sub)
     return parser

@@ -68,6 +68,16 @@ class CallShape:
                 out.append(p.name)
         return ", ".join(out)
 
+    def entry_header(self) -> str:
+        """Parameters of the entries a wrapper calls: every parameter
+        positional (``*args`` arrives as the tuple, ``**kwargs`` as the
+        dict), so the wrapper's call costs no keyword matching."""
+        return ", ".join(p.name for p in self.parameters)
+
+    def entry_forward(self) -> str:
+        """Argument text calling an entry (see ``entry_header``)."""
+        return self.entry_header()
+
     def has(self, name: str) -> bool:
         return any(
             p.name == name and p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)

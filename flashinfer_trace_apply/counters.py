@@ -10,12 +10,18 @@ from __future__ import annotations
 import itertools
 from typing import Callable, Dict
 
+from .compile_marks import constant_under_compile
+
 HIT = "hit"
 FALLBACK_NO_CANDIDATE = "fallback_no_candidate"
 FALLBACK_UNWARMED_IN_CAPTURE = "fallback_unwarmed_in_capture"
 FALLBACK_DTYPE_MISMATCH = "fallback_dtype_mismatch"
 FALLBACK_UNSUPPORTED_ARCH = "fallback_unsupported_arch"
 FALLBACK_CONSTRAINT = "fallback_constraint"
+# The call set an argument the routed solution cannot receive (see arguments.py).
+FALLBACK_UNACCEPTED_ARGUMENT = "fallback_unaccepted_argument"
+# The routed solution (or its import) called the API it replaces.
+FALLBACK_INSIDE_SOLUTION = "fallback_inside_solution"
 ERROR = "error"
 # Always reported for an API that saw calls; the rarer fallbacks only when they happened.
 STATUSES = (HIT, FALLBACK_NO_CANDIDATE, FALLBACK_UNWARMED_IN_CAPTURE, ERROR)
@@ -48,7 +54,8 @@ class StatsBoard:
             if any(counts.values()):
                 out[api] = {status: counts.get(status, 0) for status in STATUSES}
                 for status, n in counts.items():
-                    out[api].setdefault(status, n)
+                    if n:  # a rarer fallback: shown once it happened
+                        out[api].setdefault(status, n)
         return out
 
 
@@ -63,9 +70,4 @@ def _traceable(advance: Callable[[], int]) -> Callable[[], int]:
     def tick() -> int:
         return advance()
 
-    try:
-        import torch  # noqa: PLC0415
-
-        return torch.compiler.assume_constant_result(tick)
-    except (ImportError, AttributeError):
-        return tick
+    return constant_under_compile(tick)

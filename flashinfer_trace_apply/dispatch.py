@@ -8,45 +8,36 @@ reads to form the shape key, one dict lookup, and one call of the entry
 cached for that key: the prepared solution call on a hit, the original (and
 its counter) otherwise. The first call for a new key takes the slow path
 (exact binding, template selection, dtype / hardware / constraint checks,
-solution load) under a lock; the hit and miss paths take none.
+solution load) under a lock; the hit and miss paths take none. Key text
+comes from ``keys``, hit entries from ``hit_entry``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import re
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import counters, loaders, reconcile
 from .axes import AxisSource, const_axis_sources, definition_name
 from .codegen import PREFIX, CallShape, compile_function
+from .compile_marks import constant_under_compile
 from .definitions import DefinitionRules, evaluate, torch_dtype_name
 from .errors import SolutionLoadError, TraceApplyError
 from .hardware import HardwareSupport
+from .hit_entry import EntryParts, InsideSolution, build_hit_entry
+from .keys import ATOMS, KeyCode, dtype_of, selector_reads, summary
 from .layout import CACHE_PARAM, layout_of, nhd_view, uses_cache_views
 from .plan_state import PlanRecorder, make_reader, plan_inputs_for
 from .registry import ApiSpec, could_produce
 
-_NO_KEY = object()  # ApiRoute.hot_key before any hit is inlined
-
-
-def _constant_under_compile(fn: Callable) -> Callable:
-    """Let torch.compile run ``fn`` at trace time and use its result as a
-    constant, so a wrapped API called inside a compiled function resolves its
-    solution without a graph break (``fullgraph=True`` works)."""
-    try:
-        import torch  # noqa: PLC0415
-
-        mark = torch.compiler.assume_constant_result
-    except (ImportError, AttributeError):
-        return fn
-
-    def resolve_index(key: Any) -> int:  # a plain function: it carries the mark
-        return fn(key)
-
-    return mark(resolve_index)
+# Fixed slots of ApiRoute.entries (the slow path hands back an index).
+MISS, CAPTURE_MISS, INSIDE_MISS = 0, 1, 2
+# Distinct selector keys whose template choice is remembered; past this
+# (e.g. a float the selector reads, different on every call) the choice is
+# made by the exact slow path each time instead of growing without bound.
+MAX_CHOICES = 256
 
 
 def is_capturing() -> bool:
@@ -73,7 +64,9 @@ class RoutingContext:
         board: counters.StatsBoard,
         recorder: PlanRecorder,
         fired: Set[str],
-        report_unaccepted: Callable[[str, str, Any], bool],
+        # (API, argument, value, solution label): tell the user, once per API
+        # and argument, that such calls run the original kernel.
+        report_unaccepted: Callable[[str, str, Any, str], Any],
         policies: Optional[Mapping[str, Any]] = None,
         health: Optional[Any] = None,
         workloads: Optional[Any] = None,
@@ -99,7 +92,7 @@ class RoutingContext:
     @classmethod
     def plain(cls, solutions: Mapping[str, Any]) -> "RoutingContext":
         """No definitions, no hardware filter, silent: for tools and tests."""
-        return cls(solutions, {}, {}, None, counters.StatsBoard(), PlanRecorder(), set(), lambda *_: True)
+        return cls(solutions, {}, {}, None, counters.StatsBoard(), PlanRecorder(), set(), lambda *_: None)
 
 
 class TemplateRoute:
@@ -126,6 +119,9 @@ class TemplateRoute:
 
 
 class ApiRoute:
+    """One wrapped API: its wrapper, the entry cached per shape key, and the
+    slow path that builds entries."""
+
     def __init__(self, spec: ApiSpec, context: RoutingContext) -> None:
         self.spec = spec
         self.context = context
@@ -136,8 +132,11 @@ class ApiRoute:
         self.selector = spec.selector if len(spec.templates) > 1 or spec.selector is not None else None
         self.cache: Dict[Any, Callable] = {}
         self.wrapper: Optional[Callable] = None
-        self.hot_key: Any = _NO_KEY  # the key whose hit entry the wrapper runs inline
         self._lock = threading.Lock()
+        # True on a thread while it loads or runs this API's solution: a call
+        # of this API from there reaches the original (checked on the slow
+        # path and at the top of each hit entry).
+        self.inside = InsideSolution()
         board, api = context.board, spec.fi_api
         self.tick_hit = board.ticker(api, counters.HIT)
         self.tick_error = board.ticker(api, counters.ERROR)
@@ -148,15 +147,27 @@ class ApiRoute:
             if self.templates and uses_cache_views(self.templates[0].template, spec.is_method, self.plan_table is not None)
             else None
         )
+        self.keys = KeyCode(self.shape, self.instance, self.cache_layout_expr)
+        # Selector APIs: the arguments the selector reads (None: unknown, so
+        # every call binds), and the template chosen per selector key.
+        self.selector_reads = selector_reads(self.selector) if self.selector is not None else None
+        self.choices: Dict[Any, int] = {}
         self.plan_exprs, self.plan_globals = self._plan_sources()
         self.with_dtypes = False
         self._fallbacks: Dict[str, Callable] = {}
-        self.miss = self.fallback(counters.FALLBACK_NO_CANDIDATE)
-        self.capture_miss = self.fallback(counters.FALLBACK_UNWARMED_IN_CAPTURE)
         # Entries by index: the slow path hands back an int, which
         # torch.compile can take as a constant (see resolve_index).
-        self.entries: List[Callable] = [self.miss, self.capture_miss]
-        self.resolve_index = _constant_under_compile(self._resolve_index)
+        self.entries: List[Callable] = [
+            self.fallback(counters.FALLBACK_NO_CANDIDATE),
+            self.fallback(counters.FALLBACK_UNWARMED_IN_CAPTURE),
+            self.fallback(counters.FALLBACK_INSIDE_SOLUTION),
+        ]
+        self.miss = self.entries[MISS]
+
+        def resolve_index(key: Any) -> int:  # a plain function: it can carry the compile mark
+            return self._resolve_index(key)
+
+        self.resolve_index = constant_under_compile(resolve_index)
 
     # -- what this API could serve -------------------------------------
     def routable_names(self, names: List[str]) -> Tuple[List[str], List[str]]:
@@ -192,46 +203,31 @@ class ApiRoute:
         return problems
 
     # -- generated code --------------------------------------------------
-    def _tensor_base(self, param: str, tuple_idx: Optional[int], memo: Dict[Tuple[str, int], str]) -> str:
-        if tuple_idx is None:
-            return param
-        if param == CACHE_PARAM and self.cache_layout_expr:
-            var = memo.get((param, tuple_idx))
-            if var is not None:
-                return var
-            var = memo[(param, tuple_idx)] = f"{PREFIX}kv{tuple_idx}"
-            common = f"{param}.__class__ is tuple and getattr({self.instance}, '_kv_layout', 'NHD') == 'NHD'"
-            return (
-                f"({var} := ({param}[{tuple_idx}] if {common} "
-                f"else {PREFIX}nhd({self.cache_layout_expr}, {param}, {tuple_idx})))"
-            )
-        # A non-sequence indexes (), raising into the exact slow path.
-        return f"({param} if {param}.__class__ in {PREFIX}seq else ())[{tuple_idx}]"
+    def _template_values(self, route: TemplateRoute) -> Optional[List[str]]:
+        return self.keys.values_expr(route.sources, route.dtype_inputs if self.with_dtypes else ())
 
-    def _fast_axis_expr(self, source: AxisSource, memo: Dict[Tuple[str, int], str]) -> Optional[str]:
-        if source.kind == "fixed":
-            return repr(source.value)
-        if not self.shape.has(source.param):
-            # Not an argument of this API: the collector reads None here,
-            # unless the name is that of *args / **kwargs (slow path).
-            return None if source.param in self.shape.names else "None"
-        if source.kind == "scalar":
-            return f"int({source.param})"
-        return f"{self._tensor_base(source.param, source.tuple_idx, memo)}.shape[{source.dim}]"
-
-    def _key_expr(self) -> Optional[str]:
-        if self.selector is not None:
-            return None
-        route = self.templates[0]
-        memo: Dict[Tuple[str, int], str] = {}
-        exprs = [self._fast_axis_expr(s, memo) for s in route.sources]
-        if self.with_dtypes:
-            exprs += [f"{self._tensor_base(p, i, memo)}.dtype" for _, p, i in route.dtype_inputs]
-        if any(e is None for e in exprs):
-            return None
-        if len(exprs) == 1:
-            return exprs[0]
-        return "(" + ", ".join(exprs) + ")"
+    def _key_lines(self) -> List[str]:
+        """Wrapper lines setting ``_fita_k``; anything odd takes the exact slow key."""
+        forward = self.shape.forward()
+        slow = f"{PREFIX}k = {PREFIX}slow_key({forward})"
+        if self.selector is None:
+            values = self._template_values(self.templates[0])
+            if values is None:
+                return [slow]
+            key = values[0] if len(values) == 1 else "(" + ", ".join(values) + ")"
+            return ["try:", f"    {PREFIX}k = {key}", "except Exception:", f"    {slow}"]
+        selector_key = self.keys.selector_key_expr(self.selector_reads) if self.selector_reads is not None else None
+        if selector_key is None:
+            return [slow]
+        # The template the selector chose for this selector key (KeyError:
+        # not seen yet, the slow key asks the selector), then its key.
+        lines = ["try:", f"    {PREFIX}t = {PREFIX}choices[{selector_key}]"]
+        for index, route in enumerate(self.templates):
+            values = self._template_values(route)
+            key = f"({index}, (" + "".join(v + ", " for v in values) + "))" if values is not None else None
+            lines.append(f"    {'if' if index == 0 else 'elif'} {PREFIX}t == {index}: " + (f"{PREFIX}k = {key}" if key else slow))
+        lines += [f"    else: {PREFIX}k = (-1, ())", "except Exception:", f"    {slow}"]
+        return lines
 
     def _plan_sources(self) -> Tuple[Dict[str, str], Dict[str, Any]]:
         if not self.plan_table or not self.instance:
@@ -263,7 +259,7 @@ class ApiRoute:
         if entry is None:
             tick = self.context.board.ticker(self.spec.fi_api, status)
             source = (
-                f"def {PREFIX}{status}({self.shape.header(with_defaults=False)}):\n"
+                f"def {PREFIX}{status}({self.shape.entry_header()}):\n"
                 f"    {PREFIX}tick()\n"
                 f"    return {PREFIX}orig({self.shape.forward()})\n"
             )
@@ -272,69 +268,31 @@ class ApiRoute:
             self._fallbacks[status] = entry
         return entry
 
-    def _wrapper_source(self, hot: Sequence[str] = ()) -> str:
-        """The wrapper: the key, then (``hot``: lines of one hit entry) that
-        entry inline for its key, then the cache."""
-        forward = self.shape.forward()
-        key_expr = self._key_expr()
+    def _wrapper_source(self) -> str:
+        """The wrapper: the key, one dictionary lookup, the entry."""
         lines = [f"def {self.spec.attr}({self.shape.header(with_defaults=True)}):"]
-        if key_expr is None:
-            lines.append(f"    {PREFIX}k = {PREFIX}slow_key({forward})")
-        else:
-            lines += [
-                "    try:",
-                f"        {PREFIX}k = {key_expr}",
-                "    except Exception:",
-                f"        {PREFIX}k = {PREFIX}slow_key({forward})",
-            ]
-        if hot:
-            lines.append(f"    if {PREFIX}k == {PREFIX}hot_key:")
-            lines += ["        " + line for line in hot]
+        lines += ["    " + line for line in self._key_lines()]
         lines += [
             "    try:",
             f"        {PREFIX}e = {PREFIX}cache[{PREFIX}k]",
             "    except KeyError:",
             f"        {PREFIX}e = {PREFIX}entries[{PREFIX}resolve({PREFIX}k)]",
-            f"    return {PREFIX}e({forward})",
+            f"    return {PREFIX}e({self.shape.entry_forward()})",
         ]
         return "\n".join(lines) + "\n"
-
-    def _inline_hot(self, key: Any, entry: Callable) -> None:
-        """Run ``entry`` (the first hit this API resolved) inside the wrapper
-        for its key: one Python frame and one dictionary lookup less per
-        call. The wrapper keeps its identity (callers may hold it); its code
-        is swapped. Skipped when names would clash."""
-        body = getattr(entry, "__fita_hit_body__", None)
-        wrapper = self.wrapper
-        if body is None or wrapper is None or self.hot_key is not _NO_KEY:
-            return
-        if any(re.search(rf"\b{PREFIX}[ke]\b", line) for line in body.lines):
-            return  # the wrapper's own locals
-        space = wrapper.__globals__
-        live = {name: entry.__globals__[name] for name in body.namespace}  # state the entry already keeps
-        for name, value in live.items():
-            if name in space and space[name] is not value and not (type(value) is tuple and space[name] == value):
-                return
-        source = self._wrapper_source(body.lines)
-        scope = dict(space)
-        scope.update(live)
-        scope[f"{PREFIX}hot_key"] = key
-        merged = compile_function(self.spec.attr, source, scope, f"<trace_apply {self.spec.fi_api}>")
-        space.update(live)
-        space[f"{PREFIX}hot_key"] = key
-        body.spaces.append(space)
-        self.hot_key = key
-        wrapper.__code__ = merged.__code__
-        wrapper.__fita_source__ = source
 
     def build_wrapper(self) -> Callable:
         ns = {
             f"{PREFIX}dflt": self.shape.defaults,
             f"{PREFIX}cache": self.cache,
+            f"{PREFIX}choices": self.choices,
             f"{PREFIX}slow_key": self.slow_key,
             f"{PREFIX}resolve": self.resolve_index,
             f"{PREFIX}entries": self.entries,
             f"{PREFIX}seq": (tuple, list),
+            f"{PREFIX}atoms": ATOMS,
+            f"{PREFIX}summary": summary,
+            f"{PREFIX}T": _tensor_type(),
             f"{PREFIX}nhd": nhd_view,
             f"{PREFIX}layout": layout_of,
         }
@@ -344,35 +302,67 @@ class ApiRoute:
         self.wrapper = wrapper
         return wrapper
 
+    def retire(self) -> None:
+        """After disable: a wrapper someone still holds behaves as the
+        original (no routing, no counting) and keeps nothing of the session
+        alive (solutions, entries, this route)."""
+        wrapper, self.wrapper = self.wrapper, None
+        self.cache.clear()
+        self.choices.clear()
+        if wrapper is None:
+            return
+        source = (
+            f"def {PREFIX}original({self.shape.entry_header()}):\n"
+            f"    return {PREFIX}orig({self.shape.forward()})\n"
+        )
+        passthrough = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current}, "<trace_apply retired>")
+        space = wrapper.__globals__
+        space[f"{PREFIX}entries"] = (passthrough,)
+        space[f"{PREFIX}resolve"] = _first_entry
+        space[f"{PREFIX}slow_key"] = _no_key
+        space[f"{PREFIX}cache"] = {}
+        space[f"{PREFIX}choices"] = {}
+        wrapper.__dict__.pop("__fita_route__", None)
+
     # -- slow paths ---------------------------------------------------------
-    def namespace(self, args: tuple, kwargs: dict) -> Dict[str, Any]:
+    def _bind(self, args: tuple, kwargs: dict) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """(the call's arguments by name, the same with a paged cache as
+        NHD views: what templates read)."""
         bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        ns = dict(bound.arguments)
-        if self.cache_layout_expr and CACHE_PARAM in ns:
-            layout = layout_of(ns.get(self.instance))
-            cache = ns[CACHE_PARAM]
+        raw = dict(bound.arguments)
+        ns = raw
+        if self.cache_layout_expr and CACHE_PARAM in raw:
+            layout = layout_of(raw.get(self.instance))
+            cache = raw[CACHE_PARAM]
+            ns = dict(raw)
             ns[CACHE_PARAM] = (nhd_view(layout, cache, 0), nhd_view(layout, cache, 1))
-        return ns
+        return raw, ns
+
+    def namespace(self, args: tuple, kwargs: dict) -> Dict[str, Any]:
+        return self._bind(args, kwargs)[1]
 
     def _key_from(self, route: TemplateRoute, ns: Dict[str, Any]) -> tuple:
         values = tuple(s.read(ns) for s in route.sources)
         if self.with_dtypes:
-            values += tuple(_dtype_of(ns, p, i) for _, p, i in route.dtype_inputs)
+            values += tuple(dtype_of(ns, p, i) for _, p, i in route.dtype_inputs)
         return values
 
     def slow_key(self, *args: Any, **kwargs: Any) -> Any:
         """The key with the collector's exact semantics (first call for a
-        shape, odd argument types, APIs whose template is chosen per call)."""
-        ns = self.namespace(args, kwargs)
+        shape or a selector key, odd argument types)."""
+        raw, ns = self._bind(args, kwargs)
         if self.selector is None:
             values = self._key_from(self.templates[0], ns)
             return values[0] if len(values) == 1 else values
         template = self.selector(save_dir=None, name=None, **ns)
-        for index, route in enumerate(self.templates):
-            if route.template is template:
-                return (index, self._key_from(route, ns))
-        return (-1, ())
+        index = next((i for i, route in enumerate(self.templates) if route.template is template), -1)
+        if self.selector_reads is not None and len(self.choices) < MAX_CHOICES:
+            try:
+                self.choices[self.keys.selector_key_slow(self.selector_reads, raw)] = index
+            except TypeError:
+                pass  # an unhashable argument: this call stays on the slow path
+        return (index, self._key_from(self.templates[index], ns)) if index >= 0 else (-1, ())
 
     def _split(self, key: Any) -> Tuple[Optional[TemplateRoute], tuple, tuple]:
         """(template route, const-axis values, dtypes) of a key."""
@@ -397,18 +387,27 @@ class ApiRoute:
         """Index in ``self.entries`` of the entry for ``key``, built on first use."""
         entry = self.cache.get(key)
         if entry is None:
+            inside = self.inside.flag
+            if inside[0]:
+                # This thread is loading this API's solution, whose import
+                # called the API: the original runs (no lock taken, none held
+                # by this thread is waited on).
+                return INSIDE_MISS
             if is_capturing():
                 # Building a solution during capture would record its set-up
                 # work into the graph; only shapes resolved eagerly are applied.
-                return 1
+                return CAPTURE_MISS
             with self._lock:
                 entry = self.cache.get(key)
                 if entry is None:
-                    entry = self._build_entry(key)
+                    inside[0] = True
+                    try:
+                        entry = self._build_entry(key)
+                    finally:
+                        inside[0] = False
                     if entry not in self.entries:
                         self.entries.append(entry)
                     self.cache[key] = entry
-                    self._inline_hot(key, entry)
         return self.entries.index(entry)
 
     def _build_entry(self, key: Any) -> Callable:
@@ -424,20 +423,21 @@ class ApiRoute:
         if hardware is not None and not hardware.allows(self.context.sm):
             return self.fallback(counters.FALLBACK_UNSUPPORTED_ARCH)
         rules = self.context.rules.get(name)
+        const_values = {s.axis: v for s, v in zip(route.sources, values)}
         guard = None
         if rules is not None:
             if not self._dtypes_allowed(route, rules, dtypes):
                 return self.fallback(counters.FALLBACK_DTYPE_MISMATCH)
-            const_values = {s.axis: v for s, v in zip(route.sources, values)}
             if not all(_holds(c, const_values) for c in rules.const_constraints):
                 return self.fallback(counters.FALLBACK_CONSTRAINT)
             guard = self._call_guard(route, rules, const_values)
         policy = self.context.policies.get(name)
         try:
             loaded = loaders.load(value, name)
+            report = self.context.report_unaccepted
 
             def build(tick_hit: Callable[[], Any]) -> Callable:
-                return reconcile.build_hit_entry(
+                return build_hit_entry(EntryParts(
                     fi_api=self.spec.fi_api,
                     definition=name,
                     template=route.template,
@@ -447,13 +447,17 @@ class ApiRoute:
                     loaded=loaded,
                     tick_hit=tick_hit,
                     tick_error=self.tick_error,
+                    inside=self.inside,
+                    inside_fallback=self.entries[INSIDE_MISS],
+                    unaccepted_fallback=self.fallback(counters.FALLBACK_UNACCEPTED_ARGUMENT),
+                    report_unaccepted=functools.partial(report, self.spec.fi_api),
                     is_method=self.spec.is_method,
                     allocate=self._allocator(route),
                     extra_globals=self.plan_globals,
                     guard=guard,
-                    report_unaccepted=functools.partial(self.context.report_unaccepted, self.spec.fi_api),
                     prelude=[reconcile.cache_prelude(self.instance)] if self.cache_layout_expr else [],
-                )
+                    const_values=const_values,
+                ))
 
             hit = build(self.tick_hit)
             # Verification runs the solution on copies, for a caller who gets
@@ -471,11 +475,30 @@ class ApiRoute:
 
             entry = recording_entry(
                 entry, book=self.context.workloads, definition=name, template=route.template,
-                namespace=self.namespace, step_aside=lambda inner: self._promote(key, inner),
+                namespace=self._entry_namespace, step_aside=lambda inner: self._promote(key, inner),
             )
         return entry
 
     # -- operating policies (verify, fallback on error) -------------------------
+    def _entry_namespace(self, args: tuple, kwargs: dict) -> Dict[str, Any]:
+        """Parameter name -> value of a call as entries receive it (every
+        parameter positional: see CallShape.entry_header)."""
+        return dict(zip(self.shape.names, args))
+
+    def _original_entry(self) -> Callable:
+        """An entry that runs the original and counts nothing (the guarded
+        entries count for themselves)."""
+        entry = self._fallbacks.get(None)
+        if entry is None:
+            source = (
+                f"def {PREFIX}original({self.shape.entry_header()}):\n"
+                f"    return {PREFIX}orig({self.shape.forward()})\n"
+            )
+            entry = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current},
+                                     f"<trace_apply original {self.spec.fi_api}>")
+            self._fallbacks[None] = entry
+        return entry
+
     def _promote(self, key: Any, entry: Callable) -> None:
         """Serve ``key`` with ``entry`` from now on (the wrapper reads the
         cache on every call; ``entries`` keeps indices valid for compile)."""
@@ -502,7 +525,7 @@ class ApiRoute:
             health.add_demoter(lambda: self._promote(key, off))
 
         return guarded.guarded_entry(
-            hit=hit, trial=trial, original=self.spec.current, policy=policy, health=health, api=self.spec.fi_api,
+            hit=hit, trial=trial, original=self._original_entry(), policy=policy, health=health, api=self.spec.fi_api,
             tick=tick, promote=promote, off_entry=off, is_capturing=is_capturing,
         )
 
@@ -550,6 +573,20 @@ class ApiRoute:
         return make_allocator(route.template, route.convention)
 
 
+def _tensor_type() -> type:
+    import torch  # noqa: PLC0415
+
+    return torch.Tensor
+
+
+def _first_entry(key: Any) -> int:
+    return 0
+
+
+def _no_key(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 def _no_tick() -> None:
     return None
 
@@ -559,10 +596,3 @@ def _holds(constraint: Any, values: Dict[str, Any]) -> bool:
         return evaluate(constraint, values)
     except Exception:  # noqa: BLE001 - an axis the call lacks: not satisfied
         return False
-
-
-def _dtype_of(ns: Dict[str, Any], param: str, tuple_idx: Optional[int]) -> Any:
-    value = ns.get(param)
-    if tuple_idx is not None:
-        value = value[tuple_idx] if isinstance(value, (tuple, list)) and len(value) > tuple_idx else None
-    return getattr(value, "dtype", None)

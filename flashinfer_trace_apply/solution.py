@@ -135,6 +135,10 @@ class BuildSpec:
     # Definition's "constraints") saying where this solution should run,
     # e.g. ["num_tokens <= 128"]; elsewhere the original kernel runs.
     applies_when: tuple[str, ...] = ()
+    # Our extension: API arguments this solution deliberately does without
+    # (a call setting one still runs the solution); any other argument it
+    # cannot receive sends a call that sets it to the original kernel.
+    ignored_arguments: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Field names carry the "spec." prefix: a BuildSpec only ever appears
@@ -199,6 +203,10 @@ class BuildSpec:
         if any(not text.strip() for text in applies_when):
             raise SolutionFormatError("must not contain empty expressions", field="spec.applies_when")
         object.__setattr__(self, "applies_when", applies_when)
+        ignored = _str_tuple(self.ignored_arguments, "spec.ignored_arguments")
+        if any(not name.isidentifier() for name in ignored):
+            raise SolutionFormatError("must hold argument names", field="spec.ignored_arguments")
+        object.__setattr__(self, "ignored_arguments", ignored)
 
     @property
     def is_python_family(self) -> bool:
@@ -230,6 +238,7 @@ class BuildSpec:
             destination_passing_style=data.get("destination_passing_style"),
             binding=data.get("binding"),
             applies_when=data.get("applies_when") or (),
+            ignored_arguments=data.get("ignored_arguments") or (),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,6 +253,7 @@ class BuildSpec:
             "binding": self.binding,
             # Written only when set: other readers of the schema never see it.
             **({"applies_when": list(self.applies_when)} if self.applies_when else {}),
+            **({"ignored_arguments": list(self.ignored_arguments)} if self.ignored_arguments else {}),
         }
 
 

@@ -45,6 +45,9 @@ def wrap_api(
     if not serves:
         return Outcome(0, problems, [])
     wrapper = route.build_wrapper()
+    routes = getattr(context, "routes", None)
+    if routes is not None:
+        routes.append(route)
     wrapped = 0
     # The home attribute may hold another tool's object (spec.foreign): ours
     # replaces it while enabled; module aliases hold FlashInfer's own.

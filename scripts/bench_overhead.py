@@ -106,6 +106,18 @@ def solutions():
     return rmsnorm, fused_add_rmsnorm, decode
 
 
+def selector_solutions():
+    """Solutions for two APIs that choose their template per call."""
+
+    def gated_residual(branch, residual, next_weight, alpha, beta, post_eps=1e-6, next_eps=1e-6, next_gain_center=0.0, post_weight=None, post_gain_center=0.0):
+        return residual, branch
+
+    def trtllm_decode(query, kv_cache, block_tables, seq_lens, max_seq_len, bmm1_scale=1.0, bmm2_scale=1.0, request_order=None):
+        return query
+
+    return gated_residual, trtllm_decode
+
+
 def planned_decode_wrapper(q: torch.Tensor):
     """A BatchDecodeWithPagedKVCacheWrapper in the state plan() leaves it
     (set directly, as fast-path planners in engines do; plan() needs CUDA)."""
@@ -130,10 +142,22 @@ def run(number: int, repeat: int) -> List[Dict[str, Any]]:
     decode_name = "gqa_paged_decode_h32_kv8_d128_ps16"
     mapping = {f"rmsnorm_h{H}": sol_rmsnorm, f"fused_add_rmsnorm_h{H}": sol_fused, decode_name: sol_decode}
 
+    sol_gated, sol_trtllm = selector_solutions()
+    branch, beta, alpha = torch.randn(4, H), torch.randn(H), torch.randn(H)
+    branch_miss, weight_miss, beta_miss = torch.randn(4, H_MISS), torch.randn(H_MISS), torch.randn(H_MISS)
+    query, query_miss = torch.randn(4, 32, 128), torch.randn(4, 16, 128)
+    paged = torch.randn(10, 2, 8, 16, 128)
+    tables, lens, workspace = torch.zeros(4, 3, dtype=torch.int32), torch.ones(4, dtype=torch.int32), torch.empty(8)
+    mapping.update({f"gated_residual_next_rmsnorm_h{H}": sol_gated, "trtllm_batch_decode_h32_kv8_d128_ps16": sol_trtllm})
+
     undo = [
         stand_in(flashinfer.norm, "rmsnorm", [flashinfer]),
         stand_in(flashinfer.norm, "fused_add_rmsnorm", [flashinfer]),
+        stand_in(flashinfer.norm, "gated_residual_next_rmsnorm", [m for m in (flashinfer,) if hasattr(m, "gated_residual_next_rmsnorm")]),
+        stand_in(flashinfer.decode, "trtllm_batch_decode_with_kv_cache", [m for m in (flashinfer,) if hasattr(m, "trtllm_batch_decode_with_kv_cache")]),
     ]
+    gated = lambda *a, **k: flashinfer.norm.gated_residual_next_rmsnorm(*a, **k)  # noqa: E731 - the live attribute
+    trtllm = lambda *a, **k: flashinfer.decode.trtllm_batch_decode_with_kv_cache(*a, **k)  # noqa: E731
     decode_cls = flashinfer.BatchDecodeWithPagedKVCacheWrapper
     run_original = vars(decode_cls)["run"]
 
@@ -161,6 +185,26 @@ def run(number: int, repeat: int) -> List[Dict[str, Any]]:
             "BatchDecode...Wrapper.run hit",
             lambda: sol_decode(q, kv[0], kv[1], wrapper._paged_kv_indptr_buf, wrapper._paged_kv_indices_buf, wrapper._sm_scale),
             lambda: wrapper.run(q, kv),
+        ),
+        (
+            "selector: gated_residual_next hit",
+            lambda: sol_gated(branch, branch, w, alpha, beta),
+            lambda: gated(branch, branch, w, alpha, beta),
+        ),
+        (
+            "selector: gated_residual_next miss",
+            lambda: gated(branch_miss, branch_miss, weight_miss, alpha, beta_miss),
+            lambda: gated(branch_miss, branch_miss, weight_miss, alpha, beta_miss),
+        ),
+        (
+            "selector: trtllm_batch_decode hit",
+            lambda: sol_trtllm(query, paged, tables, lens, 48),
+            lambda: trtllm(query, paged, workspace, tables, lens, 48),
+        ),
+        (
+            "selector: trtllm_batch_decode miss",
+            lambda: trtllm(query_miss, paged, workspace, tables, lens, 48),
+            lambda: trtllm(query_miss, paged, workspace, tables, lens, 48),
         ),
     ]
     rows: List[Dict[str, Any]] = []

@@ -97,6 +97,7 @@ def test_overhead_benchmark_runs_as_a_smoke_test():
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     cases = {row["case"]: row for row in report["rows"]}
-    assert len(cases) == 6 and any(c.startswith("BatchDecode") for c in cases)
+    assert len(cases) == 10 and any(c.startswith("BatchDecode") for c in cases)
+    assert sum(c.startswith("selector: ") for c in cases) == 4  # APIs choosing their template per call
     for row in cases.values():
         assert row["ours_overhead_us"] is not None and row["builtin_overhead_us"] is not None

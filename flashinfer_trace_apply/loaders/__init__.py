@@ -88,8 +88,9 @@ def load(value: object, definition: str) -> LoadedSolution:
     arguments, returns its outputs) or anything ``Solution.coerce`` accepts.
     """
     if callable(value) and not isinstance(value, (Solution, Mapping)):
-        # Keyed by id; the cache holds a reference so the id is never reused.
-        fn = _load_once(("callable", id(value)), lambda: value)  # type: ignore[return-value]
+        # Nothing to load, so nothing cached: the process keeps no reference
+        # to a callable once the session that registered it ends.
+        fn = value
         return LoadedSolution(
             fn=fn,
             positional=False,

@@ -1,0 +1,149 @@
+"""The shape key of a call: source text that reads it inline, and the exact
+(slow) reading by signature binding.
+
+A call's key is what names its definition: the values of the template's
+const axes (read off argument shapes), plus input dtypes when some
+definition states dtypes. For an API that chooses its template per call,
+the key starts with the chosen template's index; the choice is cached per
+*selector key*: the arguments the selector reads, tensors summarized by
+type, dtype and rank (selectors choose by these, never by sizes or data).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .axes import AxisSource
+from .codegen import PREFIX, CallShape
+from .layout import CACHE_PARAM
+
+P = PREFIX
+ATOMS = (int, str, bool, float, type(None))  # hashable by value: used as they are
+
+
+def summary(value: Any) -> Any:
+    """What a selector may look at in one argument, as a hashable value."""
+    if value.__class__ in ATOMS:
+        return (value.__class__, value)  # 1, 1.0 and True compare equal; a selector may tell them apart
+    if isinstance(value, (tuple, list)):
+        return (value.__class__, tuple(summary(v) for v in value))
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:  # a tensor: the inline text reads the same three
+        return (value.__class__, dtype, getattr(value, "ndim", None))
+    try:
+        hash(value)
+    except TypeError:
+        return (value.__class__,)
+    return (value.__class__, value)
+
+
+def selector_reads(selector: Callable) -> Optional[List[str]]:
+    """The keyword names ``selector(**kwargs)`` reads, when its source shows
+    them all (``kwargs.get("x")``, ``kwargs["x"]``, ``"x" in kwargs``); None
+    when it uses its keywords any other way."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(selector)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    func = tree.body[0] if tree.body else None
+    if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or func.args.kwarg is None:
+        return None
+    kw = func.args.kwarg.arg
+    names: List[str] = []
+    allowed = set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            base = node.func.value
+            if isinstance(base, ast.Name) and base.id == kw and node.args and isinstance(node.args[0], ast.Constant):
+                names.append(node.args[0].value)
+                allowed.add(id(base))
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == kw:
+            if isinstance(node.slice, ast.Constant):
+                names.append(node.slice.value)
+                allowed.add(id(node.value))
+        elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
+            right = node.comparators[0]
+            if isinstance(right, ast.Name) and right.id == kw and isinstance(node.left, ast.Constant):
+                names.append(node.left.value)
+                allowed.add(id(right))
+    for node in ast.walk(func):
+        if isinstance(node, ast.Name) and node.id == kw and id(node) not in allowed:
+            return None  # kwargs passed on or iterated: what it reads is unknown
+    if not all(isinstance(n, str) for n in names):
+        return None
+    return list(dict.fromkeys(names))
+
+
+class KeyCode:
+    """Key source text for one API (``instance``: ``self`` of a wrapper
+    method; ``cache_layout_expr``: text giving a paged cache's layout)."""
+
+    def __init__(self, shape: CallShape, instance: Optional[str], cache_layout_expr: Optional[str]) -> None:
+        self.shape = shape
+        self.instance = instance
+        self.cache_layout_expr = cache_layout_expr
+
+    def tensor_base(self, param: str, tuple_idx: Optional[int], memo: Dict[Tuple[str, int], str]) -> str:
+        if tuple_idx is None:
+            return param
+        if param == CACHE_PARAM and self.cache_layout_expr:
+            var = memo.get((param, tuple_idx))
+            if var is not None:
+                return var
+            var = memo[(param, tuple_idx)] = f"{P}kv{tuple_idx}"
+            common = f"{param}.__class__ is tuple and getattr({self.instance}, '_kv_layout', 'NHD') == 'NHD'"
+            return (
+                f"({var} := ({param}[{tuple_idx}] if {common} "
+                f"else {P}nhd({self.cache_layout_expr}, {param}, {tuple_idx})))"
+            )
+        # A non-sequence indexes (), raising into the exact slow path.
+        return f"({param} if {param}.__class__ in {P}seq else ())[{tuple_idx}]"
+
+    def axis_expr(self, source: AxisSource, memo: Dict[Tuple[str, int], str]) -> Optional[str]:
+        if source.kind == "fixed":
+            return repr(source.value)
+        if not self.shape.has(source.param):
+            # Not an argument of this API: the collector reads None here,
+            # unless the name is that of *args / **kwargs (slow path).
+            return None if source.param in self.shape.names else "None"
+        if source.kind == "scalar":
+            return f"int({source.param})"
+        return f"{self.tensor_base(source.param, source.tuple_idx, memo)}.shape[{source.dim}]"
+
+    def values_expr(self, sources: Sequence[AxisSource], dtype_inputs: Sequence[Tuple[str, str, Optional[int]]]) -> Optional[List[str]]:
+        """One expression per key value of a template, or None when some
+        value cannot be read inline."""
+        memo: Dict[Tuple[str, int], str] = {}
+        exprs = [self.axis_expr(s, memo) for s in sources]
+        exprs += [f"{self.tensor_base(p, i, memo)}.dtype" for _, p, i in dtype_inputs]
+        return None if any(e is None for e in exprs) else exprs  # type: ignore[return-value]
+
+    def selector_key_expr(self, reads: Sequence[str]) -> Optional[str]:
+        """Text of the selector key: each argument the selector reads, as is
+        when it is a plain value, else summarized."""
+        parts = []
+        for name in reads:
+            if not self.shape.has(name):
+                if name in self.shape.names or any(p.kind is p.VAR_KEYWORD for p in self.shape.parameters):
+                    return None  # arrives through *args / **kwargs: slow path
+                continue  # the selector sees it missing on every call
+            parts.append(
+                f"(({name}.__class__, {name}) if {name}.__class__ in {P}atoms else "
+                f"({name}.__class__, {name}.dtype, {name}.ndim) if {name}.__class__ is {P}T else {P}summary({name}))"
+            )
+        return "(" + "".join(p + ", " for p in parts) + ")"
+
+    def selector_key_slow(self, reads: Sequence[str], ns: Dict[str, Any]) -> tuple:
+        """The selector key from a bound call (``ns``): the same value the
+        inline text gives."""
+        return tuple(summary(ns[name]) for name in reads if self.shape.has(name))
+
+
+def dtype_of(ns: Dict[str, Any], param: str, tuple_idx: Optional[int]) -> Any:
+    value = ns.get(param)
+    if tuple_idx is not None:
+        value = value[tuple_idx] if isinstance(value, (tuple, list)) and len(value) > tuple_idx else None
+    return getattr(value, "dtype", None)
