@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import builtin_guard
+from . import builtin_guard, compat, renames
 from .env import ENABLE_VAR, PATH_VAR, read_env
 from .errors import ConfigError
 from .patcher import PatchSet
@@ -103,6 +103,8 @@ def enable_apply(solutions: Optional[Mapping[str, Any]] = None, *, definitions: 
             _session = None
         if not mapping:
             return 0
+        compat.require_supported()  # names the installed release and the supported range
+        mapping, definition_map = renames.follow_at_enable(mapping, definition_map)
         session = _Session(names=sorted(mapping))
         _last_board = session.board
         try:
