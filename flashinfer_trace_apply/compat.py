@@ -39,7 +39,9 @@ from .warn import warn
 
 FLOOR = "0.6.13"
 """Oldest FlashInfer release the plugin supports (kept equal to the floor
-declared in pyproject.toml; a test checks the two agree)."""
+declared in pyproject.toml; a test checks the two agree). 0.6.12 routes with
+the bridges below, but its templates have no ``check`` (the comparison
+``flashinfer-trace-apply check`` relies on), so it is refused."""
 
 CEILING = "0.8"
 """First FlashInfer release line not yet tested (newer releases are used when

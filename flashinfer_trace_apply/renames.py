@@ -126,20 +126,28 @@ def _lost_segment(prefix: str, named: Sequence[Tuple[AxisSource, str]], name: st
     return None
 
 
-def _template_views(apis: Optional[Sequence[Any]]) -> List[Tuple[str, str, List[Tuple[AxisSource, str]], Dict[str, Any]]]:
-    """(fi_api, prefix, named axes, carried value per axis) per template."""
+def _template_views(
+    apis: Optional[Sequence[Any]], names: Sequence[str]
+) -> List[Tuple[str, str, List[Tuple[AxisSource, str]], Dict[str, Any]]]:
+    """(fi_api, prefix, named axes, carried value per axis) per template
+    whose prefix begins one of ``names`` (enable pays only for those)."""
     from .registry import discover_apis, name_prefix  # noqa: PLC0415
 
     views = []
     for spec in discover_apis() if apis is None else apis:
-        try:
-            signature: Optional[inspect.Signature] = inspect.signature(spec.current)
-        except (TypeError, ValueError):
-            signature = None
+        signature: Optional[inspect.Signature] = None
         for template in spec.templates:
+            prefix = name_prefix(template)
+            if not any(n.startswith(prefix) for n in names):
+                continue
+            if signature is None:
+                try:
+                    signature = inspect.signature(spec.current)
+                except (TypeError, ValueError):
+                    pass
             named = _named_axes(template, const_axis_sources(template))
             carried = {src.axis: _carried_value(src, signature) for src, _ in named}
-            views.append((spec.fi_api, name_prefix(template), named, carried))
+            views.append((spec.fi_api, prefix, named, carried))
     return views
 
 
@@ -152,7 +160,7 @@ def find_renames(names: Sequence[str], apis: Optional[Sequence[Any]] = None) -> 
     """Registered names that match no call on the installed FlashInfer
     because a template gained or lost one const axis. ``apis`` defaults to
     the live registry (``registry.discover_apis()``)."""
-    views = _template_views(apis)
+    views = _template_views(apis, names)
     registered = set(names)
     found: List[Rename] = []
     for name in names:
