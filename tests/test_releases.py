@@ -259,3 +259,36 @@ def test_an_old_name_is_not_renamed_over_a_registered_current_one():
     routed, _, found = renames.follow_renames(mapping, {})
     assert routed == mapping
     assert [(r.registered, r.routable) for r in found] == [(old, False)]
+
+
+@pytest.mark.release
+def test_an_axis_flashinfer_computes_itself_is_named_as_flashinfer_names_it():
+    """0.7.4's ``Const(extract=)`` (the MoE ``r4o6`` axis): FlashInfer's own
+    function of the call decides the value, or leaves the axis out."""
+    import torch
+    from flashinfer.trace.template import Const, Tensor, TraceTemplate, Var
+
+    from flashinfer_trace_apply.axes import const_axis_sources, definition_name
+
+    if "extract" not in inspect.signature(Const).parameters:
+        pytest.skip("this FlashInfer release has no Const(extract=)")
+
+    def recipe_code(kwargs):
+        recipe = kwargs.get("recipe")
+        return None if recipe is None else {"off": 0, "on": 4}[recipe]
+
+    template = TraceTemplate(
+        op_type="probe_op",
+        name_prefix="probe_op",
+        description="computed axis probe",
+        axes={"n": Var(description="rows"), "h": Const(description="h", abbrev="h"),
+              "recipe": Const(description="recipe code", abbrev="r", extract=recipe_code)},
+        inputs={"x": Tensor(["n", "h"], description="x")},
+        outputs={"y": Tensor(["n", "h"], description="y")},
+    )
+    trace = template.build_fi_trace_fn("probe.probe_op")
+    sources = const_axis_sources(template)
+    for call in ({"x": torch.zeros(2, 8)}, {"x": torch.zeros(2, 8), "recipe": "on"}):
+        ours = definition_name(template, sources, tuple(s.read(call) for s in sources))
+        assert ours == trace(**call)["name"]
+    assert ours == "probe_op_h8_r4"
