@@ -35,8 +35,15 @@ with warnings.catch_warnings(record=True) as caught:
     fita.disable_apply()
 report["hook_said"] = [str(w.message) for w in caught if w.category.__name__ == "TraceApplyWarning"]
 from flashinfer_trace_apply.compat import UnsupportedFlashInfer
+if sys.argv[1] == "--refused":  # `check` says why rather than skipping everything
+    from flashinfer_trace_apply.check import run_check
+    try:
+        run_check(sys.argv[2], batches=[1])
+        report["check"] = "ran"
+    except UnsupportedFlashInfer as exc:
+        report["check"] = "refused: " + str(exc)
 report["renames"] = {}
-for name in sys.argv[1:]:
+for name in sys.argv[3:]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -50,7 +57,7 @@ print("REPORT" + json.dumps(report))
 """
 
 
-def _run(version: str) -> dict:
+def _run(version: str, refused: bool) -> dict:
     python = ROOT / ".venvs" / f"fi-{version}" / "bin" / "python"
     if not python.exists():
         if os.environ.get("FITA_RELEASE_MATRIX") == "1":
@@ -59,7 +66,8 @@ def _run(version: str) -> dict:
     env = dict(os.environ, FLASHINFER_TRACE_APPLY="1", FLASHINFER_TRACE_APPLY_PATH=str(ROOT),
                TRITON_INTERPRET="1")
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([str(python), "-c", SCRIPT, OLD, NEW], capture_output=True, text=True, env=env,
+    args = ["--refused" if refused else "--supported", str(ROOT), OLD, NEW]
+    done = subprocess.run([str(python), "-c", SCRIPT, *args], capture_output=True, text=True, env=env,
                           timeout=600, cwd=str(ROOT))
     lines = [l for l in done.stdout.splitlines() if l.startswith("REPORT")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
@@ -71,9 +79,10 @@ def _run(version: str) -> dict:
 @pytest.mark.release
 @pytest.mark.parametrize("version", REFUSED)
 def test_an_unsupported_release_imports_and_is_refused_once(version):
-    report = _run(version)
+    report = _run(version, refused=True)
     assert report["version"] == version
     assert report["enabled_by_hook"] is False
+    assert report["check"].startswith("refused: ") and f"FlashInfer {version} " in report["check"]
     said = report["hook_said"]
     assert len(said) == 1, said
     assert f"FlashInfer {version} " in said[0] and RANGE in said[0]
@@ -86,7 +95,7 @@ def test_an_unsupported_release_imports_and_is_refused_once(version):
 @pytest.mark.release
 @pytest.mark.parametrize("version", SUPPORTED)
 def test_a_supported_release_enables_and_names_moved_definitions(version):
-    report = _run(version)
+    report = _run(version, refused=False)
     assert report["version"] == version
     assert report["enabled_by_hook"] is True  # the bundled folder, through the hook
     assert not any("not enabled" in s or "another FlashInfer release" in s for s in report["hook_said"]), report["hook_said"]
