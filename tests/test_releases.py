@@ -292,3 +292,22 @@ def test_an_axis_flashinfer_computes_itself_is_named_as_flashinfer_names_it():
         ours = definition_name(template, sources, tuple(s.read(call) for s in sources))
         assert ours == trace(**call)["name"]
     assert ours == "probe_op_h8_r4"
+
+
+@pytest.mark.release
+def test_every_api_with_several_templates_knows_which_one_names_a_call():
+    """Before 0.7.0 FlashInfer keeps the per-call template choice only in
+    each API's ``fi_trace``; without it such an API would be left unrouted."""
+    from flashinfer import api_logging
+
+    from flashinfer_trace_apply.registry import _locate, discover_apis
+
+    templates = {}
+    for original, template, _ in api_logging._TRACE_REGISTRY:
+        templates.setdefault(original, set()).add(id(template))
+    several = [o for o, t in templates.items() if len(t) > 1 and _locate(o) is not None]
+    assert several, "no API with several templates in this release"
+    routed = {id(s.original): s for s in discover_apis()}
+    for original in several:
+        spec = routed.get(id(original))
+        assert spec is not None and spec.selector is not None, original.__qualname__
