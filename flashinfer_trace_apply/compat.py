@@ -103,6 +103,13 @@ def _probe() -> FlashInferFeatures:
         return FlashInferFeatures(version=installed_version(), imports=False,
                                   import_error=f"{type(exc).__name__}: {exc}")
     version = installed_version()
+    try:
+        return _probe_pieces(version)
+    except Exception:  # noqa: BLE001 - a release whose pieces break on probing has none of them
+        return FlashInferFeatures(version=version)
+
+
+def _probe_pieces(version: Optional[str]) -> FlashInferFeatures:
     registry = dispatchers = templates = fixed = naming = check = False
     if _has_module("flashinfer.api_logging"):
         api_logging = importlib.import_module("flashinfer.api_logging")

@@ -311,3 +311,14 @@ def test_every_api_with_several_templates_knows_which_one_names_a_call():
     for original in several:
         spec = routed.get(id(original))
         assert spec is not None and spec.selector is not None, original.__qualname__
+
+
+def test_a_release_newer_than_the_tested_range_is_used_with_one_warning(monkeypatch):
+    monkeypatch.setattr(compat, "probe", lambda: FlashInferFeatures("0.8.1", **FULL))
+    monkeypatch.setattr(compat, "_told_untested", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compat.require_supported()
+        compat.require_supported()
+    said = [str(w.message) for w in caught if issubclass(w.category, TraceApplyWarning)]
+    assert len(said) == 1 and "FlashInfer 0.8.1 is newer" in said[0] and RANGE in said[0]
