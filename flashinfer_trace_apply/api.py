@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import builtin_guard, config, stats_files, workloads
+from . import builtin_guard, compat, config, renames, stats_files, workloads
 from .counters import StatsBoard
 from .definition_state import HealthBoard
 from .env import ENABLE_VAR, PATH_VAR, prebuild_setting, read_env
@@ -98,6 +98,8 @@ def _enable(solutions: Optional[Mapping[str, Any]], definitions: Any, strict: bo
                     stacklevel=3,
                 )
             return 0
+        compat.require_supported()  # names the installed release and the supported range
+        mapping, definition_map = renames.follow_at_enable(mapping, definition_map)
         mapping, left_out = config.admitted(mapping, folder_policy)
         requested, problem = prebuild_setting()
         if problem:

@@ -1,27 +1,32 @@
 """Where each const axis of a template is read from, decided once per template.
 
 FlashInfer's collector reads an axis from the first source that exists, in a
-fixed priority (a fixed ``Const(value=)``, a required tensor's dimension, a
-scalar input named after the axis, an optional tensor, a keyword named after
-the axis). We derive the same choice as data, so the dispatcher can compile
-it into plain attribute reads instead of re-deriving it on every call; the
-parity test checks the result against ``fi_trace`` for every API.
+fixed priority (a fixed ``Const(value=)`` or, from 0.7.4, FlashInfer's own
+``Const(extract=)`` function; a required tensor's dimension, a scalar input
+named after the axis, an optional tensor, a keyword named after the axis).
+Before 0.6.18 the order was: the first tensor carrying the axis, optional or
+not, then the keyword. We derive the same choice as data, so the dispatcher
+can compile it into plain attribute reads instead of re-deriving it on every
+call; the parity test checks the result against ``fi_trace`` for every API.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from . import compat
 
 
 @dataclass(frozen=True)
 class AxisSource:
     axis: str
-    kind: str  # "fixed" | "tensor" | "scalar"
+    kind: str  # "fixed" | "tensor" | "scalar" | "computed"
     param: Optional[str] = None
     tuple_idx: Optional[int] = None
     dim: int = 0
     value: Optional[int] = None
+    extract: Optional[Callable[[Mapping[str, Any]], Optional[int]]] = None  # Const(extract=), 0.7.4+
 
     def read(self, namespace: Mapping[str, Any]) -> Optional[int]:
         """The collector's exact semantics on a bound-argument namespace:
@@ -31,6 +36,8 @@ class AxisSource:
 
         if self.kind == "fixed":
             return self.value
+        if self.kind == "computed":
+            return self.extract(namespace)
         raw = namespace.get(self.param)
         if self.kind == "scalar":
             if raw is None:
@@ -80,11 +87,21 @@ def const_axis_sources(template: Any) -> List[AxisSource]:
     from flashinfer.trace.template import Const, Scalar  # noqa: PLC0415
 
     sources: List[AxisSource] = []
+    legacy_order = compat.optional_tensors_first()
     for axis, marker in template.axes.items():
         if not isinstance(marker, Const):
             continue
-        if marker.value is not None:
-            sources.append(AxisSource(axis=axis, kind="fixed", value=marker.value))
+        fixed = compat.fixed_axis_value(marker)
+        if fixed is not None:
+            sources.append(AxisSource(axis=axis, kind="fixed", value=fixed))
+            continue
+        extract = getattr(marker, "extract", None)
+        if callable(extract):
+            sources.append(AxisSource(axis=axis, kind="computed", extract=extract))
+            continue
+        if legacy_order:
+            source = _tensor_source(template, axis, allow_optional=True)
+            sources.append(source or AxisSource(axis=axis, kind="scalar", param=axis))
             continue
         source = _tensor_source(template, axis, allow_optional=False)
         if source is None:
@@ -103,4 +120,4 @@ def definition_name(template: Any, sources: List[AxisSource], values: tuple) -> 
     axis_values: Dict[str, int] = {
         s.axis: v for s, v in zip(sources, values) if v is not None
     }
-    return template.definition_name(axis_values)
+    return compat.definition_name(template, axis_values)

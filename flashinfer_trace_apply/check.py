@@ -511,6 +511,10 @@ def run_check(
     timing = on_gpu if timing is None else (timing and on_gpu)
     solutions = load_solutions(path)
     definitions = load_definitions(path)
+    if solutions:
+        from .compat import require_supported  # noqa: PLC0415
+
+        require_supported()  # not "all skipped" on a FlashInfer that cannot route: say why
     rows: List[CheckRow] = []
     began = time.perf_counter()
     for index, (definition, solution) in enumerate(sorted(solutions.items())):

@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 # (fi_api, output name) -> API parameter, where the template is ambiguous:
-# gemma_fused_add_rmsnorm's "output" has the same dims as both inputs.
+# gemma_fused_add_rmsnorm's "output" has the same dims as both inputs
+# (fused_add_rmsnorm's too, on releases before 0.6.14, whose templates
+# declare no ``param``).
 WRITE_BACK_TABLE: Dict[Tuple[str, str], str] = {
     ("flashinfer.norm.gemma_fused_add_rmsnorm", "output"): "input",
+    ("flashinfer.norm.fused_add_rmsnorm", "output"): "input",
 }
 
 

@@ -105,6 +105,8 @@ class KeyCode:
     def axis_expr(self, source: AxisSource, memo: Dict[Tuple[str, int], str]) -> Optional[str]:
         if source.kind == "fixed":
             return repr(source.value)
+        if source.kind == "computed":
+            return None  # FlashInfer's own function of the call (0.7.4's Const(extract=)): the exact slow path reads it
         if not self.shape.has(source.param):
             # Not an argument of this API: the collector reads None here,
             # unless the name is that of *args / **kwargs (slow path).

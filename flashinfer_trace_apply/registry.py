@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import compat
+
 
 @dataclass
 class ApiSpec:
@@ -128,14 +130,16 @@ def discover_apis() -> List[ApiSpec]:
                 attr=attr,
                 current=current,
                 original=original,
-                selector=selectors.get(original),
+                selector=compat.template_selector(original, current, selectors),
                 foreign=foreign,
             )
             by_original[id(original)] = spec
             order.append(spec)
         if all(t is not template for t in spec.templates):
             spec.templates.append(template)
-    return order
+    # An API with several templates and no way to tell which one names a
+    # call would be routed by the wrong template's name: leave it alone.
+    return [s for s in order if len(s.templates) == 1 or s.selector is not None]
 
 
 def name_prefix(template: Any) -> str:
@@ -224,7 +228,7 @@ def discover_new_apis(start: int, pending: Sequence[Tuple[Callable, Any]] = ()) 
                 attr=attr,
                 current=current,
                 original=original,
-                selector=selectors.get(original),
+                selector=compat.template_selector(original, current, selectors),
                 foreign=foreign,
             )
             by_original[id(original)] = spec

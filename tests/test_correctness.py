@@ -155,8 +155,21 @@ def test_in_place_api_is_routed_and_written_back(api_name):
 
 def test_the_write_back_table_is_needed_only_where_the_template_is_ambiguous():
     from flashinfer_trace_apply.inplace import WRITE_BACK_TABLE
+    from flashinfer_trace_apply.registry import discover_apis
 
-    assert set(WRITE_BACK_TABLE) == {("flashinfer.norm.gemma_fused_add_rmsnorm", "output")}
+    # fused_add_rmsnorm's template names its target from FlashInfer 0.6.14 on;
+    # the table covers the supported releases before that.
+    assert set(WRITE_BACK_TABLE) == {
+        ("flashinfer.norm.gemma_fused_add_rmsnorm", "output"),
+        ("flashinfer.norm.fused_add_rmsnorm", "output"),
+    }
+    # Where the installed template names a target, the table agrees with it.
+    for spec in discover_apis():
+        for template in spec.templates:
+            for key, out in template.outputs.items():
+                declared = getattr(out, "param", None)
+                if (spec.fi_api, key) in WRITE_BACK_TABLE and declared is not None:
+                    assert WRITE_BACK_TABLE[(spec.fi_api, key)] == declared
 
 
 # -- 4. dtype-aware routing --------------------------------------------------------------
