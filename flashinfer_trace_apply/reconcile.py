@@ -200,7 +200,10 @@ def expected_shapes(
     plans = []
     for o in convention.outputs:
         declared = getattr(template.outputs[o.key], "dtype", None)
-        if not o.dtype_like and isinstance(declared, str) and _is_torch_dtype(declared):
+        # Only floating dtypes are taken from the template: index outputs
+        # follow the call (FlashInfer's samplers return int32, or the dtype of
+        # ``indices``, where the template says int64).
+        if not o.dtype_like and isinstance(declared, str) and _is_torch_dtype(declared) and "float" in declared:
             o = dataclasses.replace(o, fixed_dtype=declared)
         if o.shape_like:
             plans.append(o)
