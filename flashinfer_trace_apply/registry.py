@@ -113,15 +113,19 @@ def _public_alias(original: Callable) -> Optional[Callable]:
     return None
 
 
-def discover_apis() -> List[ApiSpec]:
-    registry, selectors, naming = _registry()
+def _group(entries: Sequence[Tuple[Callable, Any]], selectors: Dict[Callable, Callable],
+           naming: Callable[[Callable], str]) -> Tuple[List[ApiSpec], List[Tuple[Callable, Any]]]:
+    """Registry entries (original, template) grouped into one ApiSpec per
+    located public API, in registry order; and the entries not located."""
     by_original: Dict[int, ApiSpec] = {}
     order: List[ApiSpec] = []
-    for original, template, _label in list(registry):
+    unlocated: List[Tuple[Callable, Any]] = []
+    for original, template in entries:
         spec = by_original.get(id(original))
         if spec is None:
             located = _locate(original)
             if located is None:
+                unlocated.append((original, template))
                 continue
             owner, attr, current, foreign = located
             spec = ApiSpec(
@@ -137,6 +141,12 @@ def discover_apis() -> List[ApiSpec]:
             order.append(spec)
         if all(t is not template for t in spec.templates):
             spec.templates.append(template)
+    return order, unlocated
+
+
+def discover_apis() -> List[ApiSpec]:
+    registry, selectors, naming = _registry()
+    order, _unlocated = _group([(o, t) for o, t, _label in list(registry)], selectors, naming)
     # An API with several templates and no way to tell which one names a
     # call would be routed by the wrong template's name: leave it alone.
     return [s for s in order if len(s.templates) == 1 or s.selector is not None]
@@ -211,30 +221,7 @@ def discover_new_apis(start: int, pending: Sequence[Tuple[Callable, Any]] = ()) 
     registry, selectors, naming = _registry()
     end = len(registry)
     entries = list(pending) + [(original, template) for original, template, _label in registry[start:end]]
-    by_original: Dict[int, ApiSpec] = {}
-    order: List[ApiSpec] = []
-    unlocated: List[Tuple[Callable, Any]] = []
-    for original, template in entries:
-        spec = by_original.get(id(original))
-        if spec is None:
-            located = _locate(original)
-            if located is None:
-                unlocated.append((original, template))
-                continue
-            owner, attr, current, foreign = located
-            spec = ApiSpec(
-                fi_api=naming(original),
-                owner=owner,
-                attr=attr,
-                current=current,
-                original=original,
-                selector=compat.template_selector(original, current, selectors),
-                foreign=foreign,
-            )
-            by_original[id(original)] = spec
-            order.append(spec)
-        if all(t is not template for t in spec.templates):
-            spec.templates.append(template)
+    order, unlocated = _group(entries, selectors, naming)
     return order, unlocated, end
 
 
