@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from .bench_entry import adapt
 from .policy import POLICY_FILE, DefinitionPolicy, FolderPolicy, dump_policy
 
 __all__ = ["EXPORT_BATCHES", "write_folder", "workloads_for", "export"]
@@ -66,6 +67,7 @@ def write_folder(out: Path, definitions: Mapping[str, Mapping[str, Any]], soluti
     for name, solution in solutions.items():
         op_type = _segment((definitions.get(name) or {}).get("op_type") or "unknown")
         payload = solution.to_dict()
+        adapt(payload, solution, definitions.get(name))  # FlashInfer-Bench calls with the definition's inputs
         payload["spec"].pop("applies_when", None)  # kept in the policy file
         payload["spec"]["destination_passing_style"] = bool(solution.spec.destination_passing_style)
         if not payload["spec"]["target_hardware"]:

@@ -206,6 +206,48 @@ def test_multi_file_sibling_imports_without_leaking() -> None:
         sys.modules.pop("helpers", None)
 
 
+def test_relative_sibling_imports_load_as_flashinfer_bench_builds_them() -> None:
+    """FlashInfer-Bench imports a solution's files as one package, so solutions
+    written for it import their siblings relatively; they must load here too,
+    and their siblings stay reachable under the solution's own package."""
+    sol = make_solution(
+        {
+            "kernel.py": "from .helpers import scale\nfrom .pkgdir.consts import OFFSET\ndef run(x):\n    return scale(x) + OFFSET\n",
+            "helpers.py": "def scale(x):\n    return x * 3\n",
+            "pkgdir/__init__.py": "",
+            "pkgdir/consts.py": "OFFSET = 40\n",
+        },
+        name="relative_siblings",
+    )
+    path_before = list(sys.path)
+    fn = load(sol, "d").fn
+    assert fn(2) == 46
+    assert sys.path == path_before
+    package = fn.__module__.rpartition(".")[0]
+    assert package == module_name(sol)
+    assert sys.modules[f"{package}.helpers"].scale(1) == 3  # kept, under a name no one else has
+    assert "helpers" not in sys.modules and "pkgdir" not in sys.modules
+
+
+def test_a_module_with_an_odd_path_imported_meanwhile_does_not_break_loading() -> None:
+    """torch.classes (imported by Triton on first use) has a ``__path__`` that
+    is not a list; a multi-file solution whose import brings it in loaded
+    with a TypeError."""
+    odd = (
+        "import sys, types\n"
+        "m = types.ModuleType('_fita_test_odd_path')\n"
+        "m.__path__ = object()\n"
+        "sys.modules['_fita_test_odd_path'] = m\n"
+        "from helpers import scale\n"
+        "def run(x):\n    return scale(x)\n"
+    )
+    try:
+        fn = load(make_solution({"kernel.py": odd, "helpers.py": "def scale(x):\n    return 2 * x\n"}, name="odd"), "d").fn
+        assert fn(4) == 8
+    finally:
+        sys.modules.pop("_fita_test_odd_path", None)
+
+
 def test_single_file_solution_not_put_on_sys_path() -> None:
     src = "import os, sys\nON_PATH = os.path.dirname(os.path.abspath(__file__)) in sys.path\ndef run():\n    return ON_PATH\n"
     fn = load(make_solution({"kernel.py": src}), "d").fn

@@ -312,6 +312,40 @@ def test_export_writes_a_trace_set_flashinfer_bench_loads(tmp_path):
     assert text.returncode == 0 and "rmsnorm_h4096" in text.stdout and "4 workloads" in text.stdout
 
 
+def test_exported_bundled_solutions_build_in_flashinfer_bench(tmp_path):
+    """FlashInfer-Bench's runner builds each solution by importing its files as
+    a package: every bundled kernel source (one solution per source file here)
+    must import and expose its entry point there, not only in this plugin."""
+    from flashinfer_bench.compile.registry import BuilderRegistry
+
+    out = tmp_path / "dataset"
+    assert _cli("export", str(ROOT), "-o", str(out)).returncode == 0
+    theirs = fib.TraceSet.from_path(str(out))
+    one_per_source = {}
+    for name, solutions in sorted(theirs.solutions.items()):
+        for solution in solutions:
+            one_per_source.setdefault(solution.sources[0].path, (name, solution))
+    assert len(one_per_source) >= 3
+    registry = BuilderRegistry.get_instance()
+    for entry, (name, solution) in one_per_source.items():
+        runnable = registry.build(theirs.definitions[name], solution)
+        assert callable(runnable), entry
+    # Back here, the FlashInfer-Bench entry still receives the caller's out=.
+    import flashinfer
+
+    x, w = torch.randn(3, 4096, dtype=torch.bfloat16), torch.randn(4096, dtype=torch.bfloat16)
+    mine = torch.empty_like(x)
+    fita.enable_apply(str(out))
+    try:
+        got = flashinfer.norm.rmsnorm(x, w, eps=1e-6, out=mine)
+        hits = fita.stats()["flashinfer.norm.rmsnorm"]
+    finally:
+        fita.disable_apply()
+    assert got is mine and hits.get("hit") == 1 and not hits.get("fallback_unaccepted_argument")
+    reference = (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()).to(x.dtype)
+    torch.testing.assert_close(mine, reference, rtol=1.6e-2, atol=1e-2)
+
+
 @pytest.mark.gpu
 def test_curate_on_a_gpu_picks_by_time_against_flashinfers_kernel(tmp_path):
     root = build_trace_set(tmp_path / "ts")

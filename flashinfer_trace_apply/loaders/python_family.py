@@ -5,9 +5,13 @@ derived from the content hash, never under its own file name: many solutions
 ship a ``kernel.py``, and importing them all as ``kernel`` would make the
 second one silently reuse the first.
 
-Sibling imports. A solution with more than one source file may import its
-other files by plain name (``from helpers import f``), as it would when run
-from its own folder. Only for such solutions is the folder put at the front of
+Sibling imports. A solution with more than one source file is imported as a
+package named after its content hash, rooted at its folder, with the entry
+file as a module of it, as FlashInfer-Bench's builder does: relative imports
+(``from .helpers import f``) work, and siblings imported that way stay in
+``sys.modules`` under that unique package (torch.compile looks up the module
+of every function it inlines). It may also import its other files by plain
+name (``from helpers import f``), as it would when run from its own folder. Only for such solutions is the folder put at the front of
 ``sys.path``, and only while the entry module executes: a single-file
 solution has nothing to import from there, and leaving per-solution folders on
 ``sys.path`` would let one solution's ``helpers.py`` shadow another's. For
@@ -21,6 +25,7 @@ state, so imports of solutions are serialized by one lock.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import threading
@@ -65,7 +70,11 @@ def _is_inside(module: ModuleType, folder: Path) -> bool:
     file = getattr(module, "__file__", None)
     if file:
         locations.append(file)
-    locations.extend(getattr(module, "__path__", None) or [])
+    path = getattr(module, "__path__", None)
+    # Only a real package path: some modules (torch.classes) answer any
+    # attribute with an object of their own.
+    if isinstance(path, (list, tuple)) or type(path).__name__ == "_NamespacePath":
+        locations.extend(p for p in path if isinstance(p, str))
     for location in locations:
         try:
             if Path(location).resolve().is_relative_to(folder):
@@ -75,16 +84,42 @@ def _is_inside(module: ModuleType, folder: Path) -> bool:
     return False
 
 
+def _package(name: str, folder: Path) -> ModuleType:
+    """A package ``name`` whose modules are the files in ``folder`` (like a
+    namespace package: the folder needs no ``__init__.py``)."""
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    package = importlib.util.module_from_spec(spec)
+    package.__path__ = [str(folder)]
+    return package
+
+
+def _entry_module_name(package: str, folder: Path, entry: Path) -> str:
+    relative = entry.relative_to(folder).with_suffix("")
+    return ".".join((package, *relative.parts))
+
+
+def _drop_package(name: str) -> None:
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
+
+
 def _exec_entry(
     name: str, entry: Path, folder: Path | None, siblings: set[str]
 ) -> ModuleType:
-    """Import ``entry`` as module ``name``.
+    """Import ``entry`` as module ``name`` or, with ``folder``, as a module of
+    package ``name`` rooted at ``folder``.
 
-    ``folder`` (if given) is on sys.path during the import, and modules named
-    in ``siblings`` are hidden from sys.modules so the folder's files win.
+    ``folder`` (if given) is also on sys.path during the import, and modules
+    named in ``siblings`` are hidden from sys.modules so the folder's files win.
     """
+    package = name
+    if folder is not None:
+        sys.modules[package] = _package(package, folder)
+        name = _entry_module_name(package, folder, entry)
     spec = importlib.util.spec_from_file_location(name, entry)
     if spec is None or spec.loader is None:
+        _drop_package(package)
         raise ImportError(f"cannot create an import spec for {entry}")
     module = importlib.util.module_from_spec(spec)
 
@@ -103,7 +138,7 @@ def _exec_entry(
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(name, None)
+        _drop_package(package)
         raise
     finally:
         if folder is not None:
@@ -115,7 +150,8 @@ def _exec_entry(
             # Only modules new since the import started can come from folder.
             for key in set(sys.modules) - before:
                 mod = sys.modules.get(key)
-                if key != name and mod is not None and _is_inside(mod, resolved):
+                ours = key == package or key.startswith(package + ".")
+                if not ours and mod is not None and _is_inside(mod, resolved):
                     del sys.modules[key]
             for key, mod in hidden.items():
                 sys.modules.setdefault(key, mod)
@@ -153,6 +189,6 @@ def load_python(solution: Solution, definition: str | None = None) -> Callable[.
         cause = AttributeError(
             f"{solution.entry_file} {problem} '{solution.entry_symbol}'"
         )
-        sys.modules.pop(name, None)
+        _drop_package(name)
         raise SolutionLoadError.from_cause(solution.name, definition, cause) from cause
     return fn

@@ -32,14 +32,20 @@ import triton
 # Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
 # Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
-from _rows import row_layout
-from _fast_launch import FastLauncher
+# Siblings: relative when imported as a package (this plugin's loader and
+# FlashInfer-Bench's builder do so), by plain name from the folder itself.
+try:
+    from ._rows import row_layout
+    from ._fast_launch import FastLauncher
+except ImportError:
+    from _rows import row_layout
+    from _fast_launch import FastLauncher
 
 
-# torch.compile: Dynamo traces these entry points and must import the module
-# of every function it inlines, which a solution's sibling files (_fast_launch,
-# _rows) are not (the loader keeps only the entry module in sys.modules), so
-# the check lives here (the same three lines in each kernel file).
+# torch.compile: Dynamo must import the module of every function it inlines;
+# a sibling file is importable only where the loader keeps it in sys.modules
+# (this plugin's does, as a module of the solution's package; a plain-name
+# import elsewhere may not), so the check lives here, the same lines in each kernel file.
 _modules = sys.modules
 _is_compiling = torch.compiler.is_compiling
 
