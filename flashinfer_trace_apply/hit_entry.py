@@ -226,6 +226,8 @@ def _other_arguments(parts: EntryParts, takes: Receivable, used: set, passed: se
             args.append(f"{p.name}={p.name}")
         elif p.name in dests:
             continue  # a buffer the solution does not take: filled by copy
+        elif p.name == convention.arity_param:
+            continue  # return_lse: which outputs to hand back, kept by the plugin from the solution's
         elif p.default is not p.empty and not takes.may_drop(p.name):
             unaccepted.append(p.name)
     return unaccepted

@@ -231,6 +231,30 @@ def test_forward_return_lse_and_run_return_lse_are_routed(kind):
     assert _hits(api) == 3 and len(calls) == 3
 
 
+def test_a_solution_taking_only_the_definitions_inputs_serves_every_return_lse_arity():
+    """return_lse is the API's return convention, which the plugin keeps from
+    the solution's outputs (out, lse); a solution need not take it, and a
+    call asking for lse is routed, not sent to the original as an unaccepted
+    argument."""
+    import inspect
+
+    template, inputs, name, cls = _prefill_inputs("paged")
+    params = list(inspect.signature(template.reference).parameters)
+    namespace = {"reference": template.reference}
+    exec(f"def solution({', '.join(params)}):\n    return reference({', '.join(params)})", namespace)  # noqa: S102
+    fita.enable_apply({name: namespace["solution"]})
+    wrapper = _as_planned(cls, inputs["plan"])
+    run = inputs["run"]
+    expected_out, expected_lse = template.reference(**_reference_args(template, inputs))
+    out, lse = wrapper.run(run["q"], run["paged_kv_cache"], return_lse=True)
+    assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
+    assert torch.equal(wrapper.run(run["q"], run["paged_kv_cache"]), expected_out)
+    out2, lse2 = wrapper.run_return_lse(run["q"], run["paged_kv_cache"])
+    assert torch.equal(lse2, expected_lse)
+    counts = fita.stats()["flashinfer.prefill.BatchPrefillWithPagedKVCacheWrapper.run"]
+    assert counts["hit"] == 3 and not counts.get("fallback_unaccepted_argument")
+
+
 def _reference_args(template, inputs):
     run, plan = inputs["run"], inputs["plan"]
     q = run["q"]
