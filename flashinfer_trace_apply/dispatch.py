@@ -27,7 +27,7 @@ from .definitions import DefinitionRules, evaluate, torch_dtype_name
 from .errors import SolutionLoadError, TraceApplyError
 from .hardware import HardwareSupport
 from .hit_entry import EntryParts, InsideSolution, build_hit_entry
-from .keys import ATOMS, KeyCode, dtype_of, selector_reads, summary
+from .keys import ATOMS, INLINE_CHOICES, KeyCode, dtype_of, selector_reads, summary
 from .layout import CACHE_PARAM, layout_of, nhd_view, uses_cache_views
 from .plan_state import PlanRecorder, make_reader, plan_inputs_for
 from .registry import ApiSpec, could_produce
@@ -151,6 +151,7 @@ class ApiRoute:
         # Selector APIs: the arguments the selector reads (None: unknown, so
         # every call binds), and the template chosen per selector key.
         self.selector_reads = selector_reads(self.selector) if self.selector is not None else None
+        self.selector_args = self.keys.selector_args(self.selector_reads) if self.selector_reads is not None else None
         self.choices: Dict[Any, int] = {}
         self.plan_exprs, self.plan_globals = self._plan_sources()
         self.with_dtypes = False
@@ -216,12 +217,11 @@ class ApiRoute:
                 return [slow]
             key = values[0] if len(values) == 1 else "(" + ", ".join(values) + ")"
             return ["try:", f"    {PREFIX}k = {key}", "except Exception:", f"    {slow}"]
-        selector_key = self.keys.selector_key_expr(self.selector_reads) if self.selector_reads is not None else None
-        if selector_key is None:
+        if self.selector_args is None:
             return [slow]
         # The template the selector chose for this selector key (KeyError:
         # not seen yet, the slow key asks the selector), then its key.
-        lines = ["try:", f"    {PREFIX}t = {PREFIX}choices[{selector_key}]"]
+        lines = ["try:", f"    {PREFIX}t = {PREFIX}choose({', '.join(self.selector_args)})"]
         for index, route in enumerate(self.templates):
             values = self._template_values(route)
             key = f"({index}, (" + "".join(v + ", " for v in values) + "))" if values is not None else None
@@ -268,6 +268,24 @@ class ApiRoute:
             self._fallbacks[status] = entry
         return entry
 
+    def _choose_function(self) -> Callable:
+        """The selector's choice per call, from the choices learned so far
+        (see ``KeyCode.choose_source``)."""
+        ns: Dict[str, Any] = {f"{PREFIX}choices": self.choices, f"{PREFIX}atoms": ATOMS, f"{PREFIX}T": _tensor_type(),
+                              f"{PREFIX}summary": summary}
+        source = self.keys.choose_source(self.selector_args or [], list(self.choices.items()), ns)
+        return compile_function(f"{PREFIX}choose", source, ns, f"<trace_apply selector {self.spec.fi_api}>")
+
+    def _learn_choice(self, facts: tuple, index: int) -> None:
+        """Remember the selector's choice for ``facts``; the first few learned
+        become inline tests in the wrapper's ``_fita_choose``."""
+        if facts in self.choices or len(self.choices) >= MAX_CHOICES:
+            return
+        self.choices[facts] = index
+        wrapper = self.wrapper
+        if wrapper is not None and self.selector_args is not None and len(self.choices) <= INLINE_CHOICES:
+            wrapper.__globals__[f"{PREFIX}choose"] = self._choose_function()
+
     def _wrapper_source(self) -> str:
         """The wrapper: the key, one dictionary lookup, the entry."""
         lines = [f"def {self.spec.attr}({self.shape.header(with_defaults=True)}):"]
@@ -285,7 +303,7 @@ class ApiRoute:
         ns = {
             f"{PREFIX}dflt": self.shape.defaults,
             f"{PREFIX}cache": self.cache,
-            f"{PREFIX}choices": self.choices,
+            f"{PREFIX}choose": self._choose_function() if self.selector_args is not None else None,
             f"{PREFIX}slow_key": self.slow_key,
             f"{PREFIX}resolve": self.resolve_index,
             f"{PREFIX}entries": self.entries,
@@ -321,7 +339,7 @@ class ApiRoute:
         space[f"{PREFIX}resolve"] = _first_entry
         space[f"{PREFIX}slow_key"] = _no_key
         space[f"{PREFIX}cache"] = {}
-        space[f"{PREFIX}choices"] = {}
+        space[f"{PREFIX}choose"] = _no_choice
         wrapper.__dict__.pop("__fita_route__", None)
 
     # -- slow paths ---------------------------------------------------------
@@ -357,9 +375,9 @@ class ApiRoute:
             return values[0] if len(values) == 1 else values
         template = self.selector(save_dir=None, name=None, **ns)
         index = next((i for i, route in enumerate(self.templates) if route.template is template), -1)
-        if self.selector_reads is not None and len(self.choices) < MAX_CHOICES:
+        if self.selector_reads is not None:
             try:
-                self.choices[self.keys.selector_key_slow(self.selector_reads, raw)] = index
+                self._learn_choice(self.keys.selector_key_slow(self.selector_reads, raw), index)
             except TypeError:
                 pass  # an unhashable argument: this call stays on the slow path
         return (index, self._key_from(self.templates[index], ns)) if index >= 0 else (-1, ())
@@ -585,6 +603,10 @@ def _first_entry(key: Any) -> int:
 
 def _no_key(*args: Any, **kwargs: Any) -> None:
     return None
+
+
+def _no_choice(*args: Any) -> int:
+    raise KeyError("retired")  # the wrapper's slow key, retired too, takes over
 
 
 def _no_tick() -> None:

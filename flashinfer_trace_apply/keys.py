@@ -12,6 +12,7 @@ type, dtype and rank (selectors choose by these, never by sizes or data).
 from __future__ import annotations
 
 import ast
+import enum
 import inspect
 import textwrap
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -86,7 +87,7 @@ class KeyCode:
         self.instance = instance
         self.cache_layout_expr = cache_layout_expr
 
-    def tensor_base(self, param: str, tuple_idx: Optional[int], memo: Dict[Tuple[str, int], str]) -> str:
+    def tensor_base(self, param: str, tuple_idx: Optional[int], memo: Dict[Any, str]) -> str:
         if tuple_idx is None:
             return param
         if param == CACHE_PARAM and self.cache_layout_expr:
@@ -102,7 +103,7 @@ class KeyCode:
         # A non-sequence indexes (), raising into the exact slow path.
         return f"({param} if {param}.__class__ in {P}seq else ())[{tuple_idx}]"
 
-    def axis_expr(self, source: AxisSource, memo: Dict[Tuple[str, int], str]) -> Optional[str]:
+    def axis_expr(self, source: AxisSource, memo: Dict[Any, str]) -> Optional[str]:
         if source.kind == "fixed":
             return repr(source.value)
         if source.kind == "computed":
@@ -113,12 +114,22 @@ class KeyCode:
             return None if source.param in self.shape.names else "None"
         if source.kind == "scalar":
             return f"int({source.param})"
-        return f"{self.tensor_base(source.param, source.tuple_idx, memo)}.shape[{source.dim}]"
+        return f"{self.shape_of(source.param, source.tuple_idx, memo)}[{source.dim}]"
+
+    def shape_of(self, param: str, tuple_idx: Optional[int], memo: Dict[Any, str]) -> str:
+        """A tensor's ``.shape``, read once per key: each read builds a new
+        ``torch.Size`` (about as dear as the rest of a plain key), and a
+        template often takes several axes off one tensor."""
+        var = memo.get(("shape", param, tuple_idx))
+        if var is not None:
+            return var
+        var = memo[("shape", param, tuple_idx)] = f"{P}s{len(memo)}"
+        return f"({var} := {self.tensor_base(param, tuple_idx, memo)}.shape)"
 
     def values_expr(self, sources: Sequence[AxisSource], dtype_inputs: Sequence[Tuple[str, str, Optional[int]]]) -> Optional[List[str]]:
         """One expression per key value of a template, or None when some
         value cannot be read inline."""
-        memo: Dict[Tuple[str, int], str] = {}
+        memo: Dict[Any, str] = {}
         exprs = [self.axis_expr(s, memo) for s in sources]
         exprs += [f"{self.tensor_base(p, i, memo)}.dtype" for _, p, i in dtype_inputs]
         return None if any(e is None for e in exprs) else exprs  # type: ignore[return-value]
@@ -138,10 +149,65 @@ class KeyCode:
             )
         return "(" + "".join(p + ", " for p in parts) + ")"
 
+    def selector_args(self, reads: Sequence[str]) -> Optional[List[str]]:
+        """The parameters a selector reads that the call names (those it
+        never gets it sees missing every time); None when one arrives through
+        ``*args`` / ``**kwargs`` (every call then takes the slow key)."""
+        if self.selector_key_expr(reads) is None:
+            return None
+        return [name for name in reads if self.shape.has(name)]
+
+    def choose_source(self, args: Sequence[str], learned: Sequence[Tuple[tuple, int]], ns: Dict[str, Any]) -> str:
+        """``def _fita_choose(<args>)``: the template index the selector chose
+        for these arguments' summaries. Choices already learned are tested
+        inline, fact by fact (identity tests and attribute reads, no tuple
+        to build and hash); anything else looks the summary up in
+        ``_fita_choices``, whose KeyError sends the call to the slow key.
+        A test here only ever answers what the dictionary would."""
+        lines = [f"def {P}choose({', '.join(args)}):"]
+        for facts, index in learned[:INLINE_CHOICES]:
+            tests = [_fact_test(name, fact, ns) for name, fact in zip(args, facts)]
+            if len(facts) == len(args) and all(t is not None for t in tests):
+                lines.append(f"    if {' and '.join(tests) or 'True'}: return {index}")
+        key = self.selector_key_expr(args)
+        lines.append(f"    return {P}choices[{key}]")
+        return "\n".join(lines) + "\n"
+
     def selector_key_slow(self, reads: Sequence[str], ns: Dict[str, Any]) -> tuple:
         """The selector key from a bound call (``ns``): the same value the
         inline text gives."""
         return tuple(summary(ns[name]) for name in reads if self.shape.has(name))
+
+
+# Learned selector choices tested inline in _fita_choose (the rest: one dict lookup).
+INLINE_CHOICES = 8
+
+
+def _fact_test(name: str, fact: tuple, ns: Dict[str, Any]) -> Optional[str]:
+    """Text true exactly when ``summary(name) == fact``, for the summaries a
+    test can state cheaply (a plain value, an enum member, a tensor's class,
+    dtype and rank); None for the others (sequences, other objects)."""
+    cls = fact[0]
+    const = f"{P}c{len(ns)}"
+    if len(fact) == 3:  # class, dtype, rank: read off anything with a dtype
+        if fact[2].__class__ is not int:
+            return None
+        ns[const], ns[const + "d"] = cls, fact[1]
+        # dtypes are singletons; an equal dtype that is not the same object
+        # only misses the test and finds the choice in the dictionary.
+        return f"{name}.__class__ is {const} and {name}.dtype is {const}d and {name}.ndim == {fact[2]}"
+    if len(fact) != 2:
+        return None
+    value = fact[1]
+    if value is None or value is True or value is False:
+        return f"{name} is {value!r}"
+    if cls in (int, str, float):
+        ns[const], ns[const + "v"] = cls, value
+        return f"{name}.__class__ is {const} and {name} == {const}v"
+    if isinstance(value, enum.Enum):  # members are singletons
+        ns[const + "v"] = value
+        return f"{name} is {const}v"
+    return None
 
 
 def dtype_of(ns: Dict[str, Any], param: str, tuple_idx: Optional[int]) -> Any:

@@ -93,11 +93,25 @@ def test_overhead_benchmark_runs_as_a_smoke_test():
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench_overhead.py"
-    done = subprocess.run([sys.executable, str(script), "--number", "200", "--repeat", "1", "--json"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1", "--number", "200", "--repeat", "1", "--baseline", "HEAD", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
+    assert report["trees"][0] == "this tree" and report["trees"][1].startswith("HEAD")
     cases = {row["case"]: row for row in report["rows"]}
-    assert len(cases) == 10 and any(c.startswith("BatchDecode") for c in cases)
+    assert len(cases) == 13 and any(c.startswith("BatchDecode") for c in cases)
     assert sum(c.startswith("selector: ") for c in cases) == 4  # APIs choosing their template per call
-    for row in cases.values():
-        assert row["ours_overhead_us"] is not None and row["builtin_overhead_us"] is not None
+    plain = [c for c in cases if "verify" not in c and "guarded" not in c]
+    for case in plain:
+        row = cases[case]
+        assert row["this tree"] is not None and row["built-in"] is not None and row[report["trees"][1]] is not None
+    # The policy rows time what they say: calls answered while verifying,
+    # plain hits once the shape is verified, hits through the guarded entry.
+    stats = report["policy_stats"]
+    pending = stats["rmsnorm hit, verify pending (shape not yet verified)"]
+    assert pending["hit"] == 0 and pending["verify_pending"] > 1
+    assert stats["rmsnorm hit, verify done (VERIFY=1, shape verified)"]["verify_pending"] == 1
+    assert stats["rmsnorm hit, verify done (VERIFY=1, shape verified)"]["hit"] >= 200
+    assert stats["rmsnorm hit, guarded (ON_ERROR=fallback)"]["hit"] >= 200

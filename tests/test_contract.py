@@ -318,6 +318,47 @@ def test_a_selector_api_binds_only_on_the_first_call_per_selector_key(monkeypatc
     assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["hit"] == 7
 
 
+def test_a_learned_selector_choice_answers_only_the_facts_it_was_learned_for():
+    """Learned choices are tested inline (identity tests, no summary tuple);
+    each answer must be the one the summary dictionary gives, and anything
+    else must still reach the dictionary (KeyError: the slow key asks the
+    selector). 1, 1.0 and True compare equal in Python but may be chosen
+    differently, as may a tensor of another dtype or rank."""
+    import enum
+    import inspect
+
+    from flashinfer_trace_apply.codegen import CallShape, compile_function
+    from flashinfer_trace_apply.keys import ATOMS, KeyCode, summary
+
+    class Mode(enum.Enum):
+        A = 1
+        B = 2
+
+    def api(x, flag=False, mode=None):
+        return None
+
+    keys = KeyCode(CallShape(inspect.signature(api)), None, None)
+    args = keys.selector_args(["x", "flag", "mode", "not_a_parameter"])
+    assert args == ["x", "flag", "mode"]
+    values = [1, 1.0, True, None, "s", 0.5, float("nan"), Mode.A, Mode.B, (1, 2), [1], torch.zeros(3),
+              torch.zeros(3, dtype=torch.bfloat16), torch.zeros(2, 3)]
+    calls = [(x, flag, mode) for x in values for flag in (False, True, 1) for mode in (None, Mode.A)]
+    learned = {}
+    for i, call in enumerate(calls[::3]):
+        learned.setdefault(tuple(summary(v) for v in call), i)
+    ns = {"_fita_choices": learned, "_fita_atoms": ATOMS, "_fita_T": torch.Tensor, "_fita_summary": summary}
+    source = keys.choose_source(args, list(learned.items()), ns)
+    assert source.count(": return ") >= 3  # some choices really are inline
+    choose = compile_function("_fita_choose", source, ns, "<test choose>")
+    for call in calls:
+        want = learned.get(tuple(summary(v) for v in call), KeyError)
+        try:
+            got = choose(*call)
+        except KeyError:
+            got = KeyError
+        assert got == want, (call, got, want)
+
+
 @pytest.mark.parametrize(
     "second",
     [
