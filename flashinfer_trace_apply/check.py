@@ -46,6 +46,9 @@ class CheckRow:
     stats: Optional[Dict[str, Dict[str, int]]] = None  # the plugin's counters for this call
     original_us: Optional[float] = None  # GPU only: FlashInfer's own call, per call
     solution_us: Optional[float] = None  # GPU only: the same call routed to the solution
+    axes: Optional[Dict[str, int]] = None  # check --workloads: the recorded shape replayed
+    dtypes: Optional[Dict[str, str]] = None  # check --workloads: its inputs' recorded dtypes
+    shape: str = ""  # check --workloads: its variable axes, as the table shows them
 
     @property
     def speedup(self) -> Optional[float]:
@@ -123,7 +126,10 @@ _INIT_FIXUPS: Dict[str, Callable[[Dict[str, int], Dict[str, Any]], Dict[str, int
 }
 
 
-def _build_inputs(template: Any, axes: Dict[str, int], batch: int, device: str, dtype: Any) -> Dict[str, Any]:
+def _build_inputs(template: Any, axes: Dict[str, int], batch: int, device: str, dtype: Any,
+                  recorded_dtypes: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The template's inputs at ``axes`` (the variable ones at ``batch`` unless
+    given), floating tensors in ``dtype``, or each input in its recorded dtype."""
     import torch  # noqa: PLC0415
 
     from .registry import name_prefix  # noqa: PLC0415
@@ -142,10 +148,45 @@ def _build_inputs(template: Any, axes: Dict[str, int], batch: int, device: str, 
     declared = getattr(template, "inputs", {})
     for key, value in inputs.items():
         desc = declared.get(key) or next((d for d in declared.values() if getattr(d, "param", None) == key), None)
+        if recorded_dtypes is not None:
+            name = next((k for k, d in declared.items() if (getattr(d, "param", None) or k) == key), key)
+            wanted = recorded_dtypes.get(name)
+            if isinstance(value, torch.Tensor) and wanted is not None:
+                inputs[key] = value.to(getattr(torch, wanted))
+            continue
         fixed = getattr(desc, "dtype", None)  # e.g. rope's float32 cos/sin cache stays as the template makes it
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not fixed:
             inputs[key] = value.to(dtype)
     return inputs
+
+
+def _replay_inputs(template: Any, axes: Dict[str, int], shape: Dict[str, Dict[str, Any]], device: str) -> Dict[str, Any]:
+    """Inputs at exactly a recorded shape (axes and dtypes), or ValueError
+    saying which axis or dtype the template's ``init`` could not give."""
+    from .workloads import call_axes  # noqa: PLC0415
+
+    params = inspect.signature(template.init).parameters.values()
+    missing = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in shape["axes"]]
+    if missing:
+        raise ValueError(f"the recorded shape has no value for {', '.join(missing)}")
+    for axis, value in axes.items():
+        if axis in shape["axes"] and shape["axes"][axis] != value:
+            raise ValueError(f"the recorded shape has {axis}={shape['axes'][axis]}, the definition's name says {value}")
+    inputs = _build_inputs(template, {**axes, **shape["axes"]}, 0, device, None, shape["dtypes"])
+    made_axes, made_dtypes = call_axes(template, inputs)
+    wrong = [f"{a}={made_axes.get(a)} (recorded {v})" for a, v in shape["axes"].items() if made_axes.get(a) != v]
+    wrong += [f"{k} in {made_dtypes.get(k)} (recorded {v})" for k, v in shape["dtypes"].items() if made_dtypes.get(k) != v]
+    if wrong:
+        raise ValueError("the template's init cannot build the recorded shape: it made " + ", ".join(wrong))
+    return inputs
+
+
+def _shape_label(template: Any, axes: Dict[str, int]) -> Tuple[int, str]:
+    """(the first variable axis's value, "axis=value ..." over the variable axes)."""
+    from flashinfer.trace.template import Var  # noqa: PLC0415
+
+    variable = [(a, axes[a]) for a, m in template.axes.items() if isinstance(m, Var) and a in axes]
+    return (variable[0][1] if variable else 0), " ".join(f"{a}={v}" for a, v in variable)
 
 
 def _clone(inputs: Dict[str, Any]) -> Dict[str, Any]:
@@ -397,7 +438,10 @@ def check_one(
     dtype: Any,
     definition_json: Optional[Dict[str, Any]] = None,
     timing: bool = False,
+    shape: Optional[Dict[str, Dict[str, Any]]] = None,
 ) -> CheckRow:
+    """One call of ``definition``'s API at ``batch`` in ``dtype``, or, with
+    ``shape`` (a recorded one: axes and dtypes), at exactly that shape."""
     from . import api  # noqa: PLC0415
 
     label = _label(solution)
@@ -407,8 +451,11 @@ def check_one(
         return CheckRow(definition, label, "-", dtype_name, batch, "skip", detail=_why_not_checked(definition))
     spec, template, axes = found
     row = CheckRow(definition, label, spec.fi_api, dtype_name, batch, "fail")
+    if shape is not None:
+        row.axes, row.dtypes = dict(shape["axes"]), dict(shape["dtypes"])
+        row.batch, row.shape = _shape_label(template, shape["axes"])
     try:
-        inputs = _build_inputs(template, axes, batch, device, dtype)
+        inputs = _replay_inputs(template, axes, shape, device) if shape is not None else _build_inputs(template, axes, batch, device, dtype)
         reference, note = _references(template, inputs)
         call_inputs = _clone(inputs)
         said = _enable(definition, solution, definition_json)
@@ -495,7 +542,11 @@ def run_check(
     progress: Optional[Callable[[str], None]] = None,
     dtypes: Optional[List[Any]] = None,
     timing: Optional[bool] = None,
+    recorded: Optional[Dict[str, List[Dict[str, Dict[str, Any]]]]] = None,
 ) -> List[CheckRow]:
+    """Check every solution of ``path``; with ``recorded`` (definition ->
+    shapes, see recorded_shapes) only at those shapes, and only the
+    definitions that have some."""
     import torch  # noqa: PLC0415
 
     on_gpu = torch.cuda.is_available()
@@ -520,9 +571,16 @@ def run_check(
     for index, (definition, solution) in enumerate(sorted(solutions.items())):
         started = time.perf_counter()
         mine: List[CheckRow] = []
-        for dtype in dtypes:
-            for batch in batches:
-                mine.append(check_one(definition, solution, batch, device, dtype, definitions.get(definition), timing))
+        if recorded is not None:
+            if definition not in recorded:
+                continue  # reported by the caller as having no recorded shapes
+            for shape in recorded[definition]:
+                label = _label_dtype(shape["dtypes"])
+                mine.append(check_one(definition, solution, 0, device, label, definitions.get(definition), timing, shape))
+        else:
+            for dtype in dtypes:
+                for batch in batches:
+                    mine.append(check_one(definition, solution, batch, device, dtype, definitions.get(definition), timing))
         rows.extend(mine)
         if progress is not None:
             verdicts = ", ".join(f"{s.dtype} {s.result}" for s in summarize(mine))
@@ -531,6 +589,12 @@ def run_check(
                 f"({time.perf_counter() - started:.1f}s, {time.perf_counter() - began:.0f}s total)"
             )
     return rows
+
+
+def _label_dtype(dtypes: Dict[str, str]) -> str:
+    """A recorded shape's dtype column: its first floating input's dtype."""
+    floating = [d for d in dtypes.values() if d.startswith(("float", "bfloat"))]
+    return (floating or list(dtypes.values()) or ["-"])[0]
 
 
 @dataclass
@@ -548,6 +612,7 @@ class SummaryRow:
     original_us: Optional[float] = None
     solution_us: Optional[float] = None
     speedup: Optional[float] = None
+    shapes: Optional[List[str]] = None  # check --workloads: the recorded shapes' variable axes
 
 
 def summarize(rows: List[CheckRow]) -> List[SummaryRow]:
@@ -559,7 +624,7 @@ def summarize(rows: List[CheckRow]) -> List[SummaryRow]:
         results = {r.result for r in group}
         result = next((x for x in ("error", "fail") if x in results), None) or ("skip" if results == {"skip"} else "pass")
         errors = [r.max_abs_error for r in group if r.max_abs_error is not None and not math.isnan(r.max_abs_error)]
-        details = list(dict.fromkeys(f"batch {r.batch}: {r.detail}" if r.result != "pass" else r.detail for r in group if r.detail))
+        details = list(dict.fromkeys(f"{r.shape or f'batch {r.batch}'}: {r.detail}" if r.result != "pass" else r.detail for r in group if r.detail))
         timed = [r for r in group if r.solution_us is not None]
         last = max(timed, key=lambda r: r.batch) if timed else None
         out.append(
@@ -568,6 +633,7 @@ def summarize(rows: List[CheckRow]) -> List[SummaryRow]:
                 max(errors) if errors else None, "; ".join(details),
                 last.batch if last else None, last.original_us if last else None,
                 last.solution_us if last else None, last.speedup if last else None,
+                [r.shape for r in group] if group[0].axes is not None else None,
             )
         )
     return out
@@ -576,14 +642,16 @@ def summarize(rows: List[CheckRow]) -> List[SummaryRow]:
 def format_table(rows: List[CheckRow]) -> str:
     summary = summarize(rows)
     timed = any(s.solution_us is not None for s in summary)
-    header = ["definition", "solution", "dtype", "batches", "result", "max_abs_err"]
+    replayed = any(s.shapes is not None for s in summary)
+    header = ["definition", "solution", "dtype", "recorded shapes" if replayed else "batches", "result", "max_abs_err"]
     if timed:
         batch = max(s.timed_batch or 0 for s in summary)
         header += [f"original_us@{batch}", f"solution_us@{batch}", "speedup"]
     lines = [header]
     for s in summary:
         err = "-" if s.max_abs_error is None else f"{s.max_abs_error:.3g}"
-        line = [s.definition, s.solution, s.dtype, ",".join(map(str, s.batches)), s.result, err]
+        sizes = ", ".join(s.shapes) if s.shapes is not None else ",".join(map(str, s.batches))
+        line = [s.definition, s.solution, s.dtype, sizes, s.result, err]
         if timed:
             line += [
                 "-" if s.original_us is None else f"{s.original_us:.2f}",

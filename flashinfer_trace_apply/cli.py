@@ -1,6 +1,6 @@
 """The ``flashinfer-trace-apply`` command line.
 
-    flashinfer-trace-apply check [DIR] [--json] [--batch N] [--dtype D]
+    flashinfer-trace-apply check [DIR] [--json] [--batch N] [--dtype D] [--workloads STATS_DIR]
                                                     verify a curated folder here
     flashinfer-trace-apply list [DIR]               what a folder would route
     flashinfer-trace-apply run --path DIR -- CMD    run CMD with the plugin on
@@ -36,6 +36,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .catalog import load_solutions  # noqa: PLC0415
 
     folder = args.folder or _default_folder()
+    recorded = coverage = None
+    if args.workloads:
+        from .recorded_shapes import read_recorded  # noqa: PLC0415
+
+        if args.batch or args.dtype:
+            print("flashinfer-trace-apply check: --workloads replays the recorded shapes; leave out --batch and --dtype",
+                  file=sys.stderr)
+            return 2
+        recorded = read_recorded(args.workloads)  # a malformed file: one line naming it (main)
+        coverage = recorded.coverage(load_solutions(folder))
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     dtypes = [getattr(torch, name) for name in args.dtype] if args.dtype else None
     # Said first: loading is quick, the checks are not.
@@ -43,7 +53,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"curated folder: {folder}", flush=True)
         print(f"device: {device}", flush=True)
-    rows = run_check(folder, batches=args.batch, progress=progress, dtypes=dtypes, timing=not args.no_timing)
+        if coverage is not None:
+            print(_coverage_text(coverage), flush=True)
+    rows = run_check(folder, batches=args.batch, progress=progress, dtypes=dtypes, timing=not args.no_timing,
+                     recorded=recorded.shapes if recorded is not None else None)
     tally = counts(rows)
     ok = succeeded(rows)
     report = {
@@ -56,6 +69,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         "rows": rows_as_dicts(rows),
         "stats": total_stats(rows),
     }
+    if coverage is not None:
+        report["workloads"] = coverage
     if args.save_json:
         with open(args.save_json, "w") as f:
             json.dump(report, f, indent=2)
@@ -69,6 +84,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{rows_tally['pass']} passed, {rows_tally['skip']} skipped, {rows_tally['fail'] + rows_tally['error']} failed "
               f"(rows of the table; {len(rows)} calls)")
     return 0 if ok else 1
+
+
+def _coverage_text(coverage: dict) -> str:
+    recorded, missing, foreign = coverage["recorded"], coverage["not_recorded"], coverage["not_in_folder"]
+    lines = [f"recorded shapes: {coverage['directory']} ({coverage['files']} stats file(s))",
+             f"  replayed, with recorded shapes ({len(recorded)}): "
+             + (", ".join(f"{n} ({k})" for n, k in recorded.items()) or "none")]
+    if missing:
+        lines.append(f"  not checked, no recorded shapes ({len(missing)}): {', '.join(missing)}")
+    if foreign:
+        lines.append(f"  recorded but not in this folder ({len(foreign)}): {', '.join(foreign)}")
+    return "\n".join(lines)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -155,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--batch", type=int, action="append", help="batch size to test (repeatable; default 1 and 3 on CPU, 1 3 127 4096 on GPU)")
     check.add_argument("--dtype", action="append", choices=["bfloat16", "float16"], help="dtype to test (repeatable; default both)")
     check.add_argument("--no-timing", action="store_true", help="on a GPU, skip timing the original and the solution")
+    check.add_argument("--workloads", metavar="STATS_DIR",
+                       help=f"replay exactly the call shapes processes recorded in {STATS_DIR_VAR}=STATS_DIR\n"
+                            "(instead of the default batch sizes; definitions without any are listed, not checked)")
     check.add_argument("--save-json", metavar="PATH", help="also write the --json report to PATH")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     check.set_defaults(run=_cmd_check)

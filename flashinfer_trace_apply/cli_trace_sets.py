@@ -19,7 +19,7 @@ def _cmd_curate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export  # noqa: PLC0415
 
-    report = export(args.folder, args.out)
+    report = export(args.folder, args.out, args.workloads)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -42,4 +42,7 @@ def add_trace_set_commands(sub: "argparse._SubParsersAction") -> None:
     export.add_argument("folder")
     export.add_argument("-o", "--out", required=True, help="trace set folder to write")
     export.add_argument("--json", action="store_true", help="machine-readable report")
+    export.add_argument("--workloads", metavar="STATS_DIR",
+                        help="the workloads are the call shapes processes recorded in FLASHINFER_TRACE_APPLY_STATS_DIR=STATS_DIR\n"
+                             "(instead of generated batch sizes)")
     export.set_defaults(run=_cmd_export)

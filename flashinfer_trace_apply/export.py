@@ -8,6 +8,9 @@ since its default differs from FlashInfer's), the folder's rules go to
 per definition so FlashInfer-Bench can benchmark the set. Workloads are
 generated for definitions with one variable axis and tensor inputs only
 (random data); the others are listed in the report as not given workloads.
+With ``--workloads STATS_DIR`` the workloads are instead the call shapes
+processes recorded there (``FLASHINFER_TRACE_APPLY_STATS_DIR``), each
+distinct set of variable axes once, in the Definition's dtypes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from .bench_entry import adapt
 from .policy import POLICY_FILE, DefinitionPolicy, FolderPolicy, dump_policy
 
-__all__ = ["EXPORT_BATCHES", "write_folder", "workloads_for", "export"]
+__all__ = ["EXPORT_BATCHES", "write_folder", "workloads_for", "recorded_workloads_for", "export"]
 
 EXPORT_BATCHES = (1, 16, 128, 1024)
 
@@ -103,25 +106,70 @@ def workloads_for(definition: Mapping[str, Any], batches=EXPORT_BATCHES) -> tupl
     scalars = [n for n, s in (definition.get("inputs") or {}).items() if (s or {}).get("shape") is None]
     if scalars:
         return [], f"scalar inputs {scalars} need values"
-    items = []
-    for batch in batches:
-        items.append({
-            "definition": definition["name"],
-            "solution": None,
-            "evaluation": None,
-            "workload": {
-                "axes": {variable[0]: batch},
-                "inputs": {name: {"type": "random"} for name in definition.get("inputs") or {}},
-                "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"flashinfer-trace-apply/{definition['name']}/{batch}")),
-            },
-        })
-    return items, ""
+    return [_workload(definition, {variable[0]: batch}) for batch in batches], ""
 
 
-def export(folder: str | os.PathLike[str], out: str | os.PathLike[str]) -> Dict[str, Any]:
-    """Write ``folder`` as a trace set at ``out``; returns the report."""
+def _workload(definition: Mapping[str, Any], axes: Dict[str, int]) -> Dict[str, Any]:
+    # The uuid is a function of the definition and axes: exporting again names the same workloads.
+    tag = "/".join(f"{a}={v}" for a, v in sorted(axes.items()))
+    if len(axes) == 1:
+        tag = str(next(iter(axes.values())))  # as earlier exports named them
+    return {
+        "definition": definition["name"],
+        "solution": None,
+        "evaluation": None,
+        "workload": {
+            "axes": dict(axes),
+            "inputs": {name: {"type": "random"} for name in definition.get("inputs") or {}},
+            "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"flashinfer-trace-apply/{definition['name']}/{tag}")),
+        },
+    }
+
+
+def recorded_workloads_for(definition: Mapping[str, Any], shapes: List[Dict[str, Dict[str, Any]]]) -> tuple:
+    """(workload Trace dicts for the recorded ``shapes``, a note on the ones
+    left out). A FlashInfer-Bench Definition has one dtype per input, so a
+    shape recorded in other dtypes is left out and said so."""
+    from .definitions import axis_kinds  # noqa: PLC0415
+
+    if not shapes:
+        return [], "no recorded shapes"
+    scalars = [n for n, s in (definition.get("inputs") or {}).items() if (s or {}).get("shape") is None]
+    if scalars:
+        return [], f"scalar inputs {scalars} need values (shapes record tensors only)"
+    written, _ = schema_definition(definition)
+    kinds = axis_kinds(written)
+    variable = [a for a, k in kinds.items() if k == "var"]
+    const = {a: (written["axes"][a] or {}).get("value") for a, k in kinds.items() if k == "const"}
+    declared = {n: (s or {}).get("dtype") for n, s in (written.get("inputs") or {}).items()}
+    items: Dict[tuple, Dict[str, Any]] = {}
+    left: Dict[str, int] = {}
+    for shape in shapes:
+        axes, dtypes = shape["axes"], shape["dtypes"]
+        other = sorted({f"{n}={d}" for n, d in dtypes.items() if n in declared and d != declared[n]})
+        if other:
+            reason = f"in other dtypes ({', '.join(other)}; the Definition says {', '.join(f'{n}={declared[n]}' for n in declared)})"
+        elif any(a in axes and axes[a] != v for a, v in const.items()):
+            reason = "with other const axes than the Definition's"
+        elif any(a not in axes for a in variable):
+            reason = f"without a value for {[a for a in variable if a not in axes]}"
+        else:
+            chosen = {a: axes[a] for a in variable}
+            items.setdefault(tuple(chosen.items()), _workload(definition, chosen))
+            continue
+        left[reason] = left.get(reason, 0) + 1
+    note = "; ".join(f"{n} recorded shape(s) {why} not exported" for why, n in left.items())
+    return list(items.values()), note
+
+
+def export(folder: str | os.PathLike[str], out: str | os.PathLike[str],
+           workloads_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Write ``folder`` as a trace set at ``out``; returns the report. With
+    ``workloads_dir`` (a stats directory) the workloads are its recorded shapes."""
     from .catalog import load_definitions, load_solutions  # noqa: PLC0415
+    from .recorded_shapes import read_recorded  # noqa: PLC0415
 
+    recorded = read_recorded(workloads_dir) if workloads_dir is not None else None  # errors before writing anything
     solutions = load_solutions(folder)
     definitions = load_definitions(folder)
     rows = []
@@ -132,9 +180,15 @@ def export(folder: str | os.PathLike[str], out: str | os.PathLike[str]) -> Dict[
             rows.append({"definition": name, "solution": solution.name, "workloads": 0,
                          "note": "no Definition in the folder: FlashInfer-Bench cannot use this solution"})
             continue
-        items, why = workloads_for(definition)
+        if recorded is not None:
+            items, why = recorded_workloads_for(definition, recorded.shapes.get(name, []))
+        else:
+            items, why = workloads_for(definition)
         workloads[name] = items
         rows.append({"definition": name, "solution": solution.name, "workloads": len(items), "note": why})
     write_folder(Path(out), {n: d for n, d in definitions.items() if n in solutions}, dict(solutions),
                  solutions.policy.definitions, workloads)
-    return {"folder": str(folder), "out": str(out), "rows": rows}
+    report: Dict[str, Any] = {"folder": str(folder), "out": str(out), "rows": rows}
+    if recorded is not None:
+        report["workloads"] = recorded.coverage(solutions)
+    return report

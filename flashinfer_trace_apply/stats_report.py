@@ -21,6 +21,8 @@ def read_dir(directory: str) -> List[Dict[str, Any]]:
             record = json.loads(file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{file}: not a stats file: {exc}") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{file}: not a stats file: the top level is not an object")
         record["file"] = file.name
         records.append(record)
     return records
