@@ -213,8 +213,12 @@ def _other_arguments(parts: EntryParts, takes: Receivable, used: set, passed: se
     shape, convention = parts.shape, parts.convention
     dests = {o.dest for o in convention.outputs if o.dest}
     # A value-returning solution that names an out=/lse= buffer gets the
-    # caller's (or None) and may write into it: nothing left to copy.
-    buffers = {o.dest for o in convention.outputs if o.dest and not o.in_place and not parts.loaded.destination_passing}
+    # caller's (or None) and may write into it: nothing left to copy. So does
+    # an in-place API's destination that is no definition input (the fp8
+    # ``out`` of rmsnorm_quant(out, input, ...)): the solution writes there
+    # and returns it, and the identity test skips the copy.
+    buffers = {o.dest for o in convention.outputs
+               if o.dest and (not o.in_place or o.dest not in used) and not parts.loaded.destination_passing}
     instance = shape.parameters[0].name if parts.is_method and shape.parameters else None
     unaccepted: List[str] = []
     for p in shape.parameters:

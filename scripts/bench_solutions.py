@@ -56,6 +56,12 @@ DEFAULT_DEFINITIONS = [
     "rope_cos_sin_cache_inplace_d64", "rope_cos_sin_cache_inplace_d128",
 ]
 DEFAULT_BATCHES = [1, 3, 16, 127, 256, 1024, 4096, 16384]
+# --family: what engines send each family (rows or tokens a call; sampling
+# is per request row, 1 to 256 in SGLang).
+FAMILY_BATCHES = {
+    "rmsnorm_quant": [1, 3, 127, 1024, 8192],
+    "fused_add_rmsnorm_quant": [1, 3, 127, 1024, 8192],
+}
 # Row stride of the input per rmsnorm width where engines pass a row-strided
 # view: DeepSeek MLA's kv_a (512 wide) is a view of latent_cache (512 + 64).
 ROW_STRIDE = {512: 576}
@@ -94,6 +100,20 @@ def make_case(definition: str, batch: int, dtype: Any) -> Tuple[Callable[[], Any
         w = torch.randn(n, dtype=dtype, device=dev)
         fn = getattr(flashinfer, op)
         return (lambda: fn(x, w, eps=1e-6)), returned, (2 * batch * n + n) * size
+    if op in ("rmsnorm_quant", "fused_add_rmsnorm_quant"):
+        # SGLang's static FP8 calls, positional; out is the caller's fp8 buffer.
+        x, w = torch.randn(batch, n, dtype=dtype, device=dev), torch.randn(n, dtype=dtype, device=dev)
+        scale = torch.tensor([0.05], dtype=torch.float32, device=dev)
+        out = torch.empty(batch, n, dtype=torch.float8_e4m3fn, device=dev)
+        if op == "rmsnorm_quant":
+            fn = flashinfer.norm.rmsnorm_quant
+            return (lambda: fn(out, x, w, scale, 1e-6)), (lambda _: [out]), batch * n * (size + 1) + n * size
+        # x stays as it is and residual += x on every call: small x keeps the
+        # residual finite over the thousands of timed calls.
+        x.mul_(1e-3)
+        r = torch.randn(batch, n, dtype=dtype, device=dev)
+        fn = flashinfer.norm.fused_add_rmsnorm_quant
+        return (lambda: fn(out, x, r, w, scale, 1e-6)), (lambda _: [out, r]), batch * n * (3 * size + 1) + n * size
     if op in ("fused_add_rmsnorm", "gemma_fused_add_rmsnorm"):
         x, r = torch.randn(batch, n, dtype=dtype, device=dev), torch.randn(batch, n, dtype=dtype, device=dev)
         w = torch.randn(n, dtype=dtype, device=dev)
@@ -496,7 +516,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--definitions", nargs="+", help=f"definitions to run (default: {len(DEFAULT_DEFINITIONS)} representative ones)")
     parser.add_argument("--all", action="store_true", help="every bundled definition")
-    parser.add_argument("--batches", type=int, nargs="+", default=DEFAULT_BATCHES)
+    parser.add_argument("--family", help="comma-separated op names (rmsnorm_quant,fused_add_rmsnorm_quant): every "
+                        "bundled definition of those ops, at the family's batch sizes unless --batches is given")
+    parser.add_argument("--batches", type=int, nargs="+")
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"], choices=["bfloat16", "float16"])
     parser.add_argument("--number", type=int, default=300, help="eager calls / graph replays per wall-time run")
     parser.add_argument("--eager-rounds", type=int, default=7, help="interleaved eager rounds, original then solution")
@@ -526,7 +548,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         import flashinfer_trace_apply as fita  # noqa: PLC0415
 
         bundled = sorted(fita.load_solutions(fita.bundled_solutions_path()))
-        definitions = bundled if args.all else (args.definitions or DEFAULT_DEFINITIONS)
+        families = [f.strip() for f in (args.family or "").split(",") if f.strip()]
+        if families:
+            definitions = [d for d in bundled if _op_and_size(d)[0] in families]
+            missing = [f for f in families if not any(_op_and_size(d)[0] == f for d in definitions)]
+            if missing:
+                print(f"no bundled definition of: {', '.join(missing)}", file=sys.stderr)
+                return 2
+        else:
+            definitions = bundled if args.all else (args.definitions or DEFAULT_DEFINITIONS)
         unknown = [d for d in definitions if d not in bundled]
         if unknown:
             print(f"not bundled: {', '.join(unknown)}", file=sys.stderr)
@@ -536,7 +566,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for i, definition in enumerate(definitions):
             for dtype_name in args.dtypes:
                 progress(f"[{i + 1}/{len(definitions)}] {definition} {dtype_name} ({time.perf_counter() - began:.0f}s)")
-                rows.extend(bench_definition(definition, dtype_name, args.batches, args, progress))
+                batches = args.batches or FAMILY_BATCHES.get(_op_and_size(definition)[0], DEFAULT_BATCHES)
+                rows.extend(bench_definition(definition, dtype_name, batches, args, progress))
             if args.json:  # after each definition: a run cut short keeps what it measured
                 Path(args.json).write_text(json.dumps({"meta": metadata(argv), "rows": rows}, indent=2))
         report = {"meta": metadata(argv), "rows": rows}

@@ -77,6 +77,9 @@ MLA_NORM_SIZES = {
     512: "DeepSeek-V3 kv_a, DeepSeek-R1 kv_a",
     1536: "DeepSeek-V3 q_a, DeepSeek-R1 q_a",
 }
+# Static per-tensor FP8 checkpoints (SGLang sends their norms to
+# rmsnorm_quant / fused_add_rmsnorm_quant): Llama, Qwen and Mistral widths.
+QUANT_NORM_SIZES = {h: m for h, m in NORM_SIZES.items() if h != 7168}
 GEMMA_SIZES = {
     1152: "Gemma-3-1B",
     2048: "Gemma-2B",
@@ -149,6 +152,15 @@ APPLIES_WHEN.update({
     "gemma_rmsnorm_h4608": ["batch_size <= 64 or batch_size > 256"],
     "rmsnorm_h5120": ["batch_size <= 64 or batch_size > 256"],
 })
+# Decisions from a GPU run of scripts/bench_solutions.py, written by
+# scripts/apply_bench_routing.py: per definition an applies_when (over the
+# measured batch range where we are at least 0.9x FlashInfer's kernel) or
+# "left_out" with the measured ratios (geomean below 1.0x). They override
+# the bounds above.
+ROUTING_FILE = ROOT / "scripts" / "bundle_routing.json"
+ROUTING = json.loads(ROUTING_FILE.read_text()) if ROUTING_FILE.exists() else {}
+APPLIES_WHEN.update(ROUTING.get("applies_when", {}))
+LEFT_OUT: Dict[str, str] = ROUTING.get("left_out", {})
 ROPE_HEAD_SIZES = {
     64: "Llama-3.2-1B, Qwen2.5-0.5B",
     128: "Llama-3.1, Mistral, Qwen2.5, Qwen3",
@@ -164,6 +176,14 @@ CATALOG: List[Op] = [
        "hidden_states = rmsnorm(residual) * weight (the fp32 sum is normalized)."),
     Op("rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "rmsnorm", "flashinfer.norm.rmsnorm",
        MLA_NORM_SIZES, "RMSNorm over a latent width of {v} (rows may be a row-strided view): y = x / rms(x) * weight."),
+    Op("rmsnorm_quant_h", "norm", "rmsnorm", "norm_triton.py", "rmsnorm_quant", "flashinfer.norm.rmsnorm_quant",
+       QUANT_NORM_SIZES, "RMSNorm then static per-tensor FP8 quantization over a hidden size of {v}: "
+       "out = clamp(x / rms(x) * weight / scale, fp8 range) cast to out's fp8 dtype (float8_e4m3fn or float8_e5m2)."),
+    Op("fused_add_rmsnorm_quant_h", "norm", "rmsnorm", "norm_triton.py", "fused_add_rmsnorm_quant",
+       "flashinfer.norm.fused_add_rmsnorm_quant", QUANT_NORM_SIZES,
+       "Residual add, RMSNorm and static per-tensor FP8 quantization over a hidden size of {v}: "
+       "residual += hidden_states in place; out = clamp(rmsnorm(the fp32 sum) * weight / scale, fp8 range) cast "
+       "to out's fp8 dtype; hidden_states is only read."),
     Op("gemma_rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "gemma_rmsnorm", "flashinfer.norm.gemma_rmsnorm",
        GEMMA_SIZES, "Gemma RMSNorm over a hidden size of {v}: y = x / rms(x) * (weight + 1)."),
     Op("gemma_fused_add_rmsnorm_h", "norm", "rmsnorm", "norm_triton.py", "gemma_fused_add_rmsnorm",
@@ -213,6 +233,23 @@ def run(hidden_states, residual, weight):
     scale = torch.rsqrt(total.square().mean(dim=-1, keepdim=True) + eps)
     output = (total * scale * (weight.float() + {offset})).to(hidden_states.dtype)
     return output, total.to(residual.dtype)
+'''
+
+# FlashInfer's kernel multiplies by the reciprocal of the scale (norm.cuh),
+# in this order; its template's reference divides, which can round the other
+# way at an fp8 boundary.
+_QUANT_REFERENCE = '''
+import torch
+
+
+@torch.no_grad()
+def run(hidden_states, {residual}weight, scale):
+    eps = 1e-6
+    x = hidden_states.float(){add}
+    inv_rms = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps)
+    inv_scale = 1.0 / (scale.float().reshape(()) if isinstance(scale, torch.Tensor) else torch.tensor(float(scale)))
+    y = (x * inv_rms * weight.float() * inv_scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return {returns}
 '''
 
 _ACT_REFERENCE = '''
@@ -291,7 +328,25 @@ def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str
     tags += ["model:" + m.strip().lower().replace(" ", "-") for m in op.sizes[value].split(",")]
     act = list(DTYPES)
     constraints: List[str] = []
-    if op.family == "norm":
+    if op.family == "norm" and "quant" in op.prefix:
+        fused = "fused_add" in op.prefix
+        axes = {"batch_size": {"type": "var"}, "hidden_size": {"type": "const", "value": value}}
+        rows = ["batch_size", "hidden_size"]
+        inputs = {"hidden_states": _tensor(rows, act)}
+        if fused:
+            inputs["residual"] = _tensor(rows, act)
+        inputs["weight"] = _tensor(["hidden_size"], act)
+        inputs["scale"] = _tensor(None, "float32", "Per-tensor quantization scale, shape (1,): out = y / scale.")
+        outputs = {"out": _tensor(rows, "float8_e4m3fn", "Written into the caller's out (float8_e4m3fn or float8_e5m2).")}
+        if fused:
+            outputs["residual_out"] = _tensor(rows, act, "hidden_states + residual, written into residual in place.")
+        reference = _QUANT_REFERENCE.format(
+            residual="residual, " if fused else "",
+            add=" + residual.float()" if fused else "",
+            returns="y, x.to(residual.dtype)" if fused else "y",
+        )
+        tags += ["quantization:fp8"] + (["fused"] if fused else [])
+    elif op.family == "norm":
         fused = "fused_add" in op.prefix
         offset = "1.0" if op.prefix.startswith("gemma") else "0.0"
         axes = {"batch_size": {"type": "var"}, "hidden_size": {"type": "const", "value": value}}
@@ -355,7 +410,8 @@ def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str
         "name": name,
         "op_type": op.op_type,
         "description": op.describe.format(v=value) + f" Models: {op.sizes[value]}. "
-        f"Activations in {' or '.join(DTYPES)}; outputs have the input's dtype.",
+        f"Activations in {' or '.join(DTYPES)}; "
+        + ("out is fp8, the residual has the input's dtype." if "quant" in op.prefix else "outputs have the input's dtype."),
         "tags": tags,
         "axes": axes,
         "constraints": constraints,
@@ -389,7 +445,7 @@ def solution_for(op: Op, value: int) -> dict:
 
 
 def entries() -> List[Tuple[Op, int]]:
-    return [(op, value) for op in CATALOG for value in sorted(op.sizes)]
+    return [(op, value) for op in CATALOG for value in sorted(op.sizes) if f"{op.prefix}{value}" not in LEFT_OUT]
 
 
 def expected_files() -> Dict[Path, str]:

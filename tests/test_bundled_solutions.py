@@ -24,6 +24,7 @@ import flashinfer
 import flashinfer_trace_apply as fita
 from flashinfer_trace_apply import loaders
 from flashinfer_trace_apply.catalog import load_definitions
+from flashinfer.trace.templates.norm import fused_add_rmsnorm_quant_trace, rmsnorm_quant_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -31,6 +32,7 @@ DTYPES = [torch.bfloat16, torch.float16]
 BUNDLED = sorted(p.stem for p in (ROOT / "solutions").rglob("*.json"))
 OPS = [
     "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
+    "rmsnorm_quant", "fused_add_rmsnorm_quant",
     "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "rope_cos_sin_cache_inplace",
 ]
 
@@ -109,6 +111,29 @@ def assert_close(actual, expected, what=""):
     assert bool((excess <= 0).all()), f"{what}: max err {float((a - e).abs().max()):.3g}, worst excess {float(excess.max()):.3g}"
 
 
+def ref_quant(x, w, scale, eps=1e-6, residual=None, fp8=torch.float8_e4m3fn):
+    """FlashInfer's quantizing kernels (norm.cuh): times the fp32 reciprocal
+    of the scale, clamped to the fp8 range, rounded to nearest even."""
+    xf = x.float() + (residual.float() if residual is not None else 0)
+    fp8_max = torch.finfo(fp8).max
+    y = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * w.float() * (1.0 / scale.float().reshape(()))
+    return y.clamp(-fp8_max, fp8_max).to(fp8), xf
+
+
+def assert_fp8_close(actual, expected, what=""):
+    """Equal, or the neighbouring value of the fp8 grid (one ulp): an fp32
+    result within a rounding of a boundary can land on either side."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
+    mant, emin = {torch.float8_e4m3fn: (3, -6), torch.float8_e5m2: (2, -14)}[actual.dtype]
+    a, e = actual.float(), expected.float()
+    magnitude = torch.maximum(a.abs(), e.abs()).clamp_min(2.0 ** emin)
+    ulp = torch.exp2(torch.floor(torch.log2(magnitude)) - mant)
+    off = (a - e).abs() > ulp
+    assert not bool(off.any()), f"{what}: {int(off.sum())} value(s) more than one fp8 ulp off, e.g. {a[off][:4].tolist()} vs {e[off][:4].tolist()}"
+    # and not a systematic shift: nearly all exactly equal
+    assert float((a != e).float().mean()) < 1e-3, f"{what}: {int((a != e).sum())} of {a.numel()} values differ"
+
+
 # ---------------------------------------------------------------------------
 # Inputs and one call per op, direct.
 # ---------------------------------------------------------------------------
@@ -138,6 +163,24 @@ def run_and_check(definition: str, batch: int, dtype) -> None:
         got_y, got_r = fn(hidden_states=xi, residual=ri, weight=w, eps=1e-6)
         assert got_y is xi and got_r is ri, "writes in place and returns the caller's tensors"
         assert_close(xi, want_y, what + " output")
+        assert_close(ri, want_r, what + " residual")
+    elif op == "rmsnorm_quant":
+        x, w, scale = rand(batch, n, dtype=dtype), rand(n, dtype=dtype), torch.tensor([0.0625], device=DEVICE)
+        out = torch.empty(batch, n, dtype=torch.float8_e4m3fn, device=DEVICE)
+        assert fn(hidden_states=x, weight=w, scale=scale, out=out) is out
+        assert_fp8_close(out, rmsnorm_quant_trace.reference(x, w, scale), what + " (FlashInfer's reference)")
+        assert_fp8_close(out, ref_quant(x, w, scale)[0], what)
+    elif op == "fused_add_rmsnorm_quant":
+        x, r, w = rand(batch, n, dtype=dtype), rand(batch, n, dtype=dtype), rand(n, dtype=dtype)
+        scale = torch.tensor([0.0625], device=DEVICE)
+        want_out, want_r = fused_add_rmsnorm_quant_trace.reference(x, r, w, scale)
+        xi, ri = x.clone(), r.clone()
+        out = torch.empty(batch, n, dtype=torch.float8_e4m3fn, device=DEVICE)
+        got_out, got_r = fn(hidden_states=xi, residual=ri, weight=w, scale=scale, out=out)
+        assert got_out is out and got_r is ri, "writes the caller's out and residual and returns them"
+        assert torch.equal(xi, x), "hidden_states is only read"
+        assert_fp8_close(out, want_out, what + " (FlashInfer's reference)")
+        assert_fp8_close(out, ref_quant(x, w, scale, residual=r)[0], what)
         assert_close(ri, want_r, what + " residual")
     elif op in ACTS:
         x = rand(batch, n, dtype=dtype)
@@ -376,6 +419,53 @@ def test_routed_mla_norms_read_kv_a_in_place_from_latent_cache(dtype):
     assert hits("flashinfer.norm.rmsnorm") == 6
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+def test_routed_quant_norms_write_the_callers_out_in_place(dtype):
+    """SGLang's static FP8 calls, positional: rmsnorm_quant(out, input,
+    weight, scale, eps) and fused_add_rmsnorm_quant(out, input, residual,
+    weight, scale, eps). The kernel writes the caller's out itself (the same
+    storage, nothing copied), the residual in place, input untouched; eps is
+    the call's; a float scale and an e5m2 out are honoured as FlashInfer does."""
+    torch.manual_seed(15)
+    n = 4096
+    enable(f"rmsnorm_quant_h{n}", f"fused_add_rmsnorm_quant_h{n}")
+    for batch in (1, 3, 127):
+        x, r, w = rand(batch, n, dtype=dtype), rand(batch, n, dtype=dtype), rand(n, dtype=dtype)
+        scale = torch.tensor([0.5], device=DEVICE)
+        out = torch.empty(batch, n, dtype=torch.float8_e4m3fn, device=DEVICE)
+        storage = out.data_ptr()
+        x_before = x.clone()
+        assert flashinfer.norm.rmsnorm_quant(out, x, w, scale, 1e-5) is None
+        assert out.data_ptr() == storage and torch.equal(x, x_before)
+        assert_fp8_close(out, ref_quant(x, w, scale, eps=1e-5)[0], f"rmsnorm_quant batch={batch}")
+        ri = r.clone()
+        assert flashinfer.norm.fused_add_rmsnorm_quant(out, x, ri, w, scale, 1e-6) is None
+        want_out, total = ref_quant(x, w, scale, residual=r)
+        assert_fp8_close(out, want_out, f"fused_add_rmsnorm_quant batch={batch}")
+        assert_close(ri, total.to(dtype), "residual")
+        assert torch.equal(x, x_before), "input is only read"
+    assert hits("flashinfer.norm.rmsnorm_quant") == 3 and hits("flashinfer.norm.fused_add_rmsnorm_quant") == 3
+    x, w = rand(3, n, dtype=dtype), rand(n, dtype=dtype)
+    e5 = torch.empty(3, n, dtype=torch.float8_e5m2, device=DEVICE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        flashinfer.norm.rmsnorm_quant(e5, x, w, 0.01)  # a float scale (deprecated in FlashInfer, still served)
+    assert_fp8_close(e5, ref_quant(x, w, torch.tensor(0.01), fp8=torch.float8_e5m2)[0], "e5m2 out, float scale")
+    wide = rand(3, n + 512, dtype=dtype)
+    rows = wide[:, 256:256 + n]  # row-strided input, read in place
+    flashinfer.norm.rmsnorm_quant(out[:3], rows, w, torch.tensor([2.0], device=DEVICE))
+    assert_fp8_close(out[:3], ref_quant(rows, w, torch.tensor([2.0]))[0], "row-strided input")
+    assert hits("flashinfer.norm.rmsnorm_quant") == 5
+
+
+def test_quant_norm_refuses_an_out_that_is_not_fp8():
+    fn = solution("rmsnorm_quant_h2048")
+    with pytest.raises(ValueError, match="float8_e4m3fn or float8_e5m2"):
+        fn(hidden_states=rand(2, 2048), weight=rand(2048), scale=torch.ones(1), out=rand(2, 2048))
+    with pytest.raises(ValueError, match="scale must be"):
+        fn(hidden_states=rand(2, 2048), weight=rand(2048), scale=torch.ones(2))
+
+
 def test_routed_activation_with_out():
     torch.manual_seed(12)
     x = rand(3, 28672)
@@ -420,6 +510,11 @@ def fi_trace_name(definition: str) -> str:
     x = torch.empty(2, n, dtype=torch.bfloat16)
     if op in ("rmsnorm", "gemma_rmsnorm"):
         return getattr(flashinfer, op).fi_trace(input=x, weight=torch.empty(n, dtype=torch.bfloat16))["name"]
+    if op in ("rmsnorm_quant", "fused_add_rmsnorm_quant"):
+        extra = {"residual": x} if "fused" in op else {}
+        return getattr(flashinfer.norm, op).fi_trace(
+            out=torch.empty(2, n, dtype=torch.float8_e4m3fn), input=x, weight=torch.empty(n, dtype=torch.bfloat16),
+            scale=torch.ones(1), **extra)["name"]
     if "fused_add" in op:
         return getattr(flashinfer, op).fi_trace(input=x, residual=x, weight=torch.empty(n, dtype=torch.bfloat16))["name"]
     if op in ACTS:
@@ -468,6 +563,15 @@ def test_definition_reference_agrees_with_the_solution(op):
     if op in ("rmsnorm", "gemma_rmsnorm"):
         x, w = rand(3, n), rand(n)
         assert_close(fn(hidden_states=x, weight=w), reference(x, w))
+    elif op == "rmsnorm_quant":
+        x, w, scale = rand(3, n), rand(n), torch.tensor([0.25], device=DEVICE)
+        assert_fp8_close(fn(hidden_states=x, weight=w, scale=scale), reference(x, w, scale))
+    elif op == "fused_add_rmsnorm_quant":
+        x, r, w, scale = rand(3, n), rand(3, n), rand(n), torch.tensor([0.25], device=DEVICE)
+        want = reference(x, r, w, scale)
+        got = fn(hidden_states=x, residual=r.clone(), weight=w, scale=scale)
+        assert_fp8_close(got[0], want[0])
+        assert_close(got[1], want[1])
     elif "fused_add" in op:
         x, r, w = rand(3, n), rand(3, n), rand(n)
         want = reference(x, r, w)

@@ -441,6 +441,36 @@ def test_quantizing_in_place_api_writes_its_out_argument_not_its_input():
     assert torch.equal(out.float(), solution(x, w, 1.0).float())
 
 
+def test_a_solution_that_names_out_writes_the_in_place_apis_out_itself():
+    """rmsnorm_quant / fused_add_rmsnorm_quant return None and write ``out``,
+    which is no definition input: a solution naming ``out`` receives the
+    caller's buffer (so a kernel writes fp8 there, with no copy after it),
+    while ``residual`` stays the definition input it is."""
+    x, r = torch.randn(3, 64, dtype=torch.bfloat16), torch.randn(3, 64, dtype=torch.bfloat16)
+    w = torch.randn(64, dtype=torch.bfloat16)
+    out = torch.zeros(3, 64, dtype=torch.float8_e4m3fn)
+    got = {}
+
+    def plain(hidden_states, weight, scale, eps=1e-6, out=None):
+        got["plain"] = out
+        out.copy_(hidden_states.float().div(scale).to(out.dtype))
+        return out
+
+    def fused(hidden_states, residual, weight, scale, eps=1e-6, out=None):
+        got["fused"] = out
+        residual.add_(hidden_states)
+        out.copy_(residual.float().to(out.dtype))
+        return out, residual
+
+    fita.enable_apply({"rmsnorm_quant_h64": plain, "fused_add_rmsnorm_quant_h64": fused})
+    assert flashinfer.norm.rmsnorm_quant(out, x, w, 2.0) is None
+    assert got["plain"] is out and torch.equal(out.float(), x.float().div(2.0).to(out.dtype).float())
+    expected_r = (x.float() + r.float()).to(r.dtype)
+    assert flashinfer.norm.fused_add_rmsnorm_quant(out, x, r, w, 1.0) is None
+    assert got["fused"] is out and torch.equal(r, expected_r)
+    assert fita.stats()["flashinfer.norm.fused_add_rmsnorm_quant"]["hit"] == 1
+
+
 def test_optional_output_buffers_named_after_outputs_are_filled_and_returned():
     """gated_residual_next_rmsnorm(..., residual_out=None, ffn_input=None)
     returns (residual_out, ffn_input); given buffers, it must fill them."""

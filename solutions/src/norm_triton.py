@@ -1,8 +1,10 @@
 """RMSNorm family in Triton: rmsnorm, fused_add_rmsnorm and their Gemma
-variants (weight + 1), one kernel for all four.
+variants (weight + 1), one kernel for all four; rmsnorm_quant and
+fused_add_rmsnorm_quant (FP8 output, static per-tensor scale) in a second.
 
 Source of the bundled ``rmsnorm_h*``, ``fused_add_rmsnorm_h*``,
-``gemma_rmsnorm_h*`` and ``gemma_fused_add_rmsnorm_h*`` solutions
+``gemma_rmsnorm_h*``, ``gemma_fused_add_rmsnorm_h*``, ``rmsnorm_quant_h*``
+and ``fused_add_rmsnorm_quant_h*`` solutions
 (scripts/build_solutions.py embeds this file in one Solution JSON per
 definition; the entry point picks the op).
 
@@ -24,6 +26,7 @@ the standard way (``_rmsnorm_rows[grid](...)``), which Dynamo puts in the
 graph.
 """
 
+import os
 import sys
 
 import torch
@@ -252,3 +255,146 @@ fused_add_rmsnorm = _fused(
     ``(hidden_states, residual)``.""")
 gemma_fused_add_rmsnorm = _fused(
     _GEMMA_FUSED_ADD, "gemma_fused_add_rmsnorm", """As ``fused_add_rmsnorm`` with Gemma's ``(weight + 1)`` scale.""")
+
+
+# ---------------------------------------------------------------------------
+# RMSNorm + FP8 quantization (FlashInfer's rmsnorm_quant, fused_add_rmsnorm_quant).
+# ---------------------------------------------------------------------------
+# FlashInfer's kernels (norm.cuh, RMSNormQuantKernel and
+# FusedAddRMSNormQuantKernel): out = clamp(x * rsqrt(mean(x^2) + eps) * w *
+# (1 / scale), -max, max) cast to the fp8 dtype of ``out`` (round to nearest
+# even), with x the fp32 sum in the fused form (the residual gets x rounded
+# to its dtype; hidden_states is left as it was). The same order of fp32
+# operations here.
+
+
+@triton.jit
+def _rmsnorm_quant_rows(
+    x_ptr, r_ptr, w_ptr, o_ptr, s_ptr,
+    x_stride, r_stride, o_stride, n_cols, eps,
+    BLOCK: tl.constexpr, EVEN: tl.constexpr, ADD: tl.constexpr, FP8_MAX: tl.constexpr,
+    ROUND_MANT: tl.constexpr, ROUND_EMIN: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    x_row = x_ptr + row * x_stride
+    r_row = r_ptr + row * r_stride
+    o_row = o_ptr + row * o_stride
+    # The scale is read before the rows, as FlashInfer's kernel does; the
+    # reciprocal waits until after the reduction.
+    scale = tl.load(s_ptr)
+    if EVEN:
+        x = tl.load(x_row + cols).to(tl.float32)
+        if ADD:
+            x += tl.load(r_row + cols).to(tl.float32)
+            tl.store(r_row + cols, x.to(r_ptr.dtype.element_ty))
+        w = tl.load(w_ptr + cols).to(tl.float32)
+    else:
+        mask = cols < n_cols
+        x = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        if ADD:
+            x += tl.load(r_row + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(r_row + cols, x.to(r_ptr.dtype.element_ty), mask=mask)
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    inv_rms = tl.math.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+    y = x * inv_rms * w * (1.0 / scale)
+    y = tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX)
+    if ROUND_MANT:
+        # Under the interpreter only: its fp32 -> fp8 cast drops the carry
+        # when rounding up the mantissa (31.8 becomes 16), so round to the
+        # fp8 grid in fp32 first (to nearest even, via the 1.5 * 2^23 sum)
+        # and the cast is exact. A GPU casts with cvt.rn.satfinite.
+        bits = y.to(tl.int32, bitcast=True)
+        exp = tl.maximum(((bits >> 23) & 0xFF) - 127, ROUND_EMIN)
+        ulp = ((exp - ROUND_MANT + 127) << 23).to(tl.float32, bitcast=True)
+        y = ((y / ulp + 12582912.0) - 12582912.0) * ulp
+    y = y.to(o_ptr.dtype.element_ty)
+    if EVEN:
+        tl.store(o_row + cols, y)
+    else:
+        tl.store(o_row + cols, y, mask=mask)
+
+
+_RMSNORM_QUANT_ROWS = FastLauncher(_rmsnorm_quant_rows)
+# fp8 dtypes FlashInfer's kernels write: (largest finite value, mantissa bits,
+# smallest normal exponent).
+_FP8 = {torch.float8_e4m3fn: (448.0, 3, -6), torch.float8_e5m2: (57344.0, 2, -14)}
+_QUANT_SITES = {}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() not in ("", "0", "false", "off", "no")
+
+
+def _quant_fixed(n, add, out_dtype, many):
+    block = triton.next_power_of_2(n)
+    fp8_max, mant, emin = _FP8[out_dtype]
+    exact = _interpreting()
+    return dict(BLOCK=block, EVEN=block == n, ADD=add, FP8_MAX=fp8_max, ROUND_MANT=mant if exact else 0,
+                ROUND_EMIN=emin if exact else 0, num_warps=min(_warps(n, many), max(1, block // 32)))
+
+
+def _scale_tensor(scale, like):
+    """The scale as FlashInfer's kernel reads it: one float32 on the input's
+    device (a Python float is accepted, as FlashInfer still does)."""
+    if not isinstance(scale, torch.Tensor):
+        return torch.tensor([float(scale)], dtype=torch.float32, device=like.device)
+    if scale.numel() != 1 or scale.dim() > 1:
+        raise ValueError(f"scale must be a scalar tensor or shape (1,), got shape {tuple(scale.shape)}")
+    if scale.device != like.device or scale.dtype is not torch.float32:
+        scale = scale.to(device=like.device, dtype=torch.float32)
+    return scale
+
+
+def _quant_launch(x, residual, weight, scale, out, eps, add):
+    n = x.shape[-1]
+    if out.dtype not in _FP8:
+        raise ValueError(f"out must be float8_e4m3fn or float8_e5m2 (FlashInfer's rmsnorm_quant), got {out.dtype}")
+    if out.shape != x.shape or (add and residual.shape != x.shape):
+        raise ValueError(f"out {tuple(out.shape)} / residual shapes differ from input {tuple(x.shape)}")
+    rows = x.numel() // n if n else 0
+    if rows == 0:
+        return
+    s = _scale_tensor(scale, x)
+    if weight.stride(0) != 1:
+        weight = weight.contiguous()
+    b = residual if add else x
+    if x.dim() != 2 or x.stride(1) != 1 or b.stride(-1) != 1 or b.dim() != 2 or out.dim() != 2 or out.stride(1) != 1:
+        # Rows not addressable by one row stride: contiguous copies, written back.
+        xc, oc = x.reshape(-1, n).contiguous(), torch.empty((rows, n), dtype=out.dtype, device=out.device)
+        bc = residual.reshape(-1, n).contiguous() if add else xc
+        _quant_launch(xc, bc, weight, s, oc, eps, add)
+        out.copy_(oc.view(out.shape))
+        if add:
+            residual.copy_(bc.view(residual.shape))
+        return
+    args = (x, b, weight, out, s, x.stride(0), b.stride(0), out.stride(0), n, eps)
+    many = rows > _MANY_ROWS
+    if compiling():
+        _rmsnorm_quant_rows[(rows, 1, 1)](*args, **_quant_fixed(n, add, out.dtype, many))
+        return
+    key = (n, add, out.dtype, many)
+    site = _QUANT_SITES.get(key)
+    if site is None:
+        site = _QUANT_SITES[key] = _RMSNORM_QUANT_ROWS.site("pppppiiiif", **_quant_fixed(n, add, out.dtype, many))
+    site.launch(rows, 1, *args)
+
+
+def rmsnorm_quant(hidden_states, weight, scale, eps=1e-6, out=None, enable_pdl=None):
+    """``clamp(rmsnorm(hidden_states) * weight / scale, fp8 range)`` cast to
+    ``out``'s fp8 dtype, written into the caller's ``out`` (FlashInfer's
+    convention; float8_e4m3fn allocated when there is none); returns it."""
+    if out is None:
+        out = torch.empty(hidden_states.shape, dtype=torch.float8_e4m3fn, device=hidden_states.device)
+    _quant_launch(hidden_states, None, weight, scale, out, float(eps), False)
+    return out
+
+
+def fused_add_rmsnorm_quant(hidden_states, residual, weight, scale, eps=1e-6, out=None, enable_pdl=None):
+    """``residual += hidden_states`` in place, then ``rmsnorm_quant`` of the
+    fp32 sum into ``out`` (hidden_states is only read); returns
+    ``(out, residual)``."""
+    if out is None:
+        out = torch.empty(hidden_states.shape, dtype=torch.float8_e4m3fn, device=hidden_states.device)
+    _quant_launch(hidden_states, residual, weight, scale, out, float(eps), True)
+    return out, residual
