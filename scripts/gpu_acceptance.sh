@@ -15,6 +15,8 @@ FINAL=${OUT:-/tmp/gpu-acceptance}
 OUT=$(mktemp -d)
 LIMIT=${GPU_ACCEPTANCE_LIMIT:-470}
 PARTS=${PARTS:-startup,routing,policies,engines,curate,check,fib}  # a subset reruns only those
+# bench: kernel time of the families in BENCH_FAMILIES (bench_solutions.py --family), run last and alone
+# on the GPU so the other parts do not share it; FlashInfer's JIT builds are cached by then.
 want() { [[ ",$PARTS," == *",$1,"* ]]; }
 mkdir -p "$FINAL"
 trap 'tar czf "$FINAL/gpu_acceptance.tgz" -C "$OUT" --exclude=dataset/definitions --exclude=dataset/solutions . ; cp "$OUT/summary.txt" "$FINAL/" 2>/dev/null' EXIT
@@ -33,7 +35,7 @@ pytest_part() {  # name, files...
   echo "$name: rc=$? $(tail -n 1 "$OUT/$name.log")" | tee -a "$OUT/summary.txt"
 }
 # 2. the GPU tests, in independent groups side by side
-want routing && pytest_part routing tests/test_gpu.py tests/test_loaders.py tests/test_fast_launch.py &
+want routing && pytest_part routing tests/test_gpu.py tests/test_loaders.py tests/test_fast_launch.py tests/test_bundled_*_gpu.py &
 want policies && pytest_part policies tests/test_gpu_policies.py &
 want engines && pytest_part engines tests/test_engine_call_patterns_gpu.py &
 want curate && pytest_part curate tests/test_trace_sets.py &
@@ -46,3 +48,7 @@ want fib && ( flashinfer-trace-apply export . -o "$OUT/dataset" > "$OUT/export.l
     --warmup-runs 3 --iterations 20 --num-trials 1 --save-results > "$OUT/fib_run.log" 2>&1
   echo "fib run: rc=$? $(grep -c PASSED "$OUT/fib_run.log") PASSED lines; $(tail -n 3 "$OUT/fib_run.log" | tr '\n' ' ')" | tee -a "$OUT/summary.txt" ) &
 wait
+# 5. kernel time, alone on the GPU
+want bench && ( timeout "$LIMIT" python3 scripts/bench_solutions.py --family "${BENCH_FAMILIES:?BENCH_FAMILIES=op,op}" --kernel-only \
+    --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.log" 2>&1
+  echo "bench: rc=$? $(tail -n 1 "$OUT/bench.log")" | tee -a "$OUT/summary.txt" )
