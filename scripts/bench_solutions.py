@@ -61,7 +61,14 @@ DEFAULT_BATCHES = [1, 3, 16, 127, 256, 1024, 4096, 16384]
 FAMILY_BATCHES = {
     "rmsnorm_quant": [1, 3, 127, 1024, 8192],
     "fused_add_rmsnorm_quant": [1, 3, 127, 1024, 8192],
+    "top_k_renorm_probs": [1, 3, 16, 64, 127, 256],
+    "top_p_renorm_probs": [1, 3, 16, 64, 127, 256],
 }
+# --family: the dtypes its definitions route when --dtypes is not given
+# (engines hand the sampling ops float32 probabilities).
+FAMILY_DTYPES = {"top_k_renorm_probs": ["float32"], "top_p_renorm_probs": ["float32"]}
+# SGLang's per-request sampling parameters, one value a row.
+SAMPLING_TOP_K, SAMPLING_TOP_P = 50, 0.9
 # Row stride of the input per rmsnorm width where engines pass a row-strided
 # view: DeepSeek MLA's kv_a (512 wide) is a view of latent_cache (512 + 64).
 ROW_STRIDE = {512: 576}
@@ -82,7 +89,7 @@ def _op_and_size(definition: str) -> Tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-def make_case(definition: str, batch: int, dtype: Any) -> Tuple[Callable[[], Any], Callable[[Any], List[Any]], int]:
+def make_case(definition: str, batch: int, dtype: Any, device: str = "cuda") -> Tuple[Callable[[], Any], Callable[[Any], List[Any]], int]:
     """(call, outputs, bytes moved per call). ``call`` goes through the
     public FlashInfer API, so it runs the original or, with the plugin on,
     the solution; ``outputs(result)`` lists the tensors holding its results
@@ -93,7 +100,7 @@ def make_case(definition: str, batch: int, dtype: Any) -> Tuple[Callable[[], Any
 
     op, n = _op_and_size(definition)
     size = torch.empty((), dtype=dtype).element_size()
-    dev = "cuda"
+    dev = device
     returned = lambda result: [result]  # noqa: E731
     if op in ("rmsnorm", "gemma_rmsnorm"):
         x = torch.randn(batch, ROW_STRIDE.get(n, n), dtype=dtype, device=dev)[:, :n]
@@ -135,6 +142,17 @@ def make_case(definition: str, batch: int, dtype: Any) -> Tuple[Callable[[], Any
         fn = flashinfer.apply_rope_with_cos_sin_cache_inplace
         moved = 2 * batch * (hq + hk) * n * size + batch * n * 4 + batch * 8
         return (lambda: fn(positions, q, k, n, cache, is_neox=True)), (lambda _: [q, k]), moved
+    if op in ("top_k_renorm_probs", "top_p_renorm_probs"):
+        # Peaked rows, as a model's softmax gives; per-row parameters, as SGLang passes them.
+        probs = torch.softmax(torch.randn(batch, n, device=dev) * 4, dim=-1).to(dtype)
+        fn = getattr(flashinfer.sampling, op)
+        if op == "top_k_renorm_probs":
+            param = torch.full((batch,), SAMPLING_TOP_K, dtype=torch.int32, device=dev)
+            out_size = size
+        else:
+            param = torch.full((batch,), SAMPLING_TOP_P, dtype=torch.float32, device=dev)
+            out_size = 4  # FlashInfer's top-p returns float32
+        return (lambda: fn(probs, param)), returned, batch * n * (size + out_size) + batch * 4
     raise ValueError(f"no benchmark case for {definition}")
 
 
@@ -519,7 +537,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--family", help="comma-separated op names (rmsnorm_quant,fused_add_rmsnorm_quant): every "
                         "bundled definition of those ops, at the family's batch sizes unless --batches is given")
     parser.add_argument("--batches", type=int, nargs="+")
-    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"], choices=["bfloat16", "float16"])
+    parser.add_argument("--dtypes", nargs="+", choices=["bfloat16", "float16", "float32"],
+                        help="default: bfloat16 float16 (float32 for the sampling families)")
     parser.add_argument("--number", type=int, default=300, help="eager calls / graph replays per wall-time run")
     parser.add_argument("--eager-rounds", type=int, default=7, help="interleaved eager rounds, original then solution")
     parser.add_argument("--budget-ms", type=float, default=30.0, help="GPU time per kernel-time measurement")
@@ -564,9 +583,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows: List[Dict[str, Any]] = []
         began = time.perf_counter()
         for i, definition in enumerate(definitions):
-            for dtype_name in args.dtypes:
+            op = _op_and_size(definition)[0]
+            for dtype_name in args.dtypes or FAMILY_DTYPES.get(op, ["bfloat16", "float16"]):
                 progress(f"[{i + 1}/{len(definitions)}] {definition} {dtype_name} ({time.perf_counter() - began:.0f}s)")
-                batches = args.batches or FAMILY_BATCHES.get(_op_and_size(definition)[0], DEFAULT_BATCHES)
+                batches = args.batches or FAMILY_BATCHES.get(op, DEFAULT_BATCHES)
                 rows.extend(bench_definition(definition, dtype_name, batches, args, progress))
             if args.json:  # after each definition: a run cut short keeps what it measured
                 Path(args.json).write_text(json.dumps({"meta": metadata(argv), "rows": rows}, indent=2))

@@ -161,6 +161,17 @@ ROUTING_FILE = ROOT / "scripts" / "bundle_routing.json"
 ROUTING = json.loads(ROUTING_FILE.read_text()) if ROUTING_FILE.exists() else {}
 APPLIES_WHEN.update(ROUTING.get("applies_when", {}))
 LEFT_OUT: Dict[str, str] = ROUTING.get("left_out", {})
+# Vocabulary sizes (the sampling ops see whole rows of the vocabulary).
+VOCAB_SIZES = {
+    128256: "Llama-3.1, Llama-3.2",
+    129280: "DeepSeek-V3, DeepSeek-R1",
+    151936: "Qwen2.5-0.5B, Qwen3",
+    152064: "Qwen2.5-7B, Qwen2.5-72B",
+    262144: "Gemma-3-1B",
+}
+# Probabilities come in float32 from the engines' softmax; FlashInfer takes
+# bf16 and fp16 too.
+SAMPLING_DTYPES = ["float32", "bfloat16", "float16"]
 ROPE_HEAD_SIZES = {
     64: "Llama-3.2-1B, Qwen2.5-0.5B",
     128: "Llama-3.1, Mistral, Qwen2.5, Qwen3",
@@ -203,6 +214,16 @@ CATALOG: List[Op] = [
        "flashinfer.rope.apply_rope_with_cos_sin_cache_inplace", ROPE_HEAD_SIZES,
        "RoPE from a [cos | sin] cache, in place on flattened query and key heads of size {v}; "
        "the first rotary_dim channels of each head rotate (half split if is_neox, else interleaved pairs)."),
+    Op("top_k_renorm_probs_v", "sampling", "sampling", "sampling_triton.py", "top_k_renorm_probs",
+       "flashinfer.sampling.top_k_renorm_probs", VOCAB_SIZES,
+       "Top-k renormalization over a vocabulary of {v}: per row keep the values >= the k-th largest (ties kept), "
+       "zero the rest, scale the kept ones by 1 / max(their sum, 1e-8); top_k is an int or a per-row tensor, "
+       "k outside [1, vocab) keeps the row."),
+    Op("top_p_renorm_probs_v", "sampling", "sampling", "sampling_triton.py", "top_p_renorm_probs",
+       "flashinfer.sampling.top_p_renorm_probs", VOCAB_SIZES,
+       "Top-p renormalization over a vocabulary of {v}: per row keep the values >= the largest threshold whose "
+       "kept values sum to at least top_p * the row sum, zero the rest, scale the kept ones by 1 / their sum "
+       "(1 when that is <= 1e-8); top_p is a float or a per-row tensor."),
 ]
 
 
@@ -289,6 +310,43 @@ def run(positions, query, key, head_size, cos_sin_cache, is_neox=True):
     return rotate(query), rotate(key)
 '''
 
+# FlashInfer's kernels (topk.cuh, air_top_p.cuh): ties at the pivot are kept;
+# top-p's target is top_p times the row's own sum; top-p runs (and returns)
+# float32.
+_TOP_K_REFERENCE = '''
+import torch
+
+
+@torch.no_grad()
+def run(probs, top_k):
+    p = probs.float()
+    rows, vocab = p.shape
+    k = top_k.reshape(-1).long() if isinstance(top_k, torch.Tensor) else torch.full((rows,), int(top_k))
+    k = torch.where((k < 1) | (k >= vocab), vocab, k).to(p.device)
+    ordered = torch.sort(p, dim=-1, descending=True).values
+    pivot = ordered.gather(-1, (k - 1)[:, None])
+    kept = torch.where(p >= pivot, p, 0.0)
+    return (kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-8)).to(probs.dtype)
+'''
+
+_TOP_P_REFERENCE = '''
+import torch
+
+
+@torch.no_grad()
+def run(probs, top_p):
+    p = probs.float()
+    rows, vocab = p.shape
+    tp = top_p.reshape(-1).float() if isinstance(top_p, torch.Tensor) else torch.full((rows,), float(top_p))
+    target = tp.to(p.device)[:, None] * p.sum(dim=-1, keepdim=True)
+    ordered = torch.sort(p, dim=-1, descending=True).values
+    before = ordered.cumsum(dim=-1) - ordered  # mass strictly above each sorted value
+    last = ((before < target).sum(dim=-1, keepdim=True) - 1).clamp(0, vocab - 1)
+    kept = torch.where(p >= ordered.gather(-1, last), p, 0.0)
+    total = kept.sum(dim=-1, keepdim=True)
+    return kept / torch.where(total > 1e-8, total, torch.ones_like(total))
+'''
+
 _ACTS = {
     "silu_and_mul_h": "F.silu(gate)",
     "gelu_and_mul_h": "F.gelu(gate)",
@@ -320,6 +378,15 @@ def policy_for(op: Op, value: int) -> dict:
     if name in APPLIES_WHEN:
         entry["applies_when"] = APPLIES_WHEN[name]
     return entry
+
+
+def _dtype_note(op: Op) -> str:
+    if op.family == "sampling":
+        if op.prefix.startswith("top_k"):
+            return f"probs in {', '.join(SAMPLING_DTYPES)}; the output has the input's dtype."
+        return "probs in float32 (routed only then); the output is float32."
+    return (f"Activations in {' or '.join(DTYPES)}; "
+            + ("out is fp8, the residual has the input's dtype." if "quant" in op.prefix else "outputs have the input's dtype."))
 
 
 def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str]]]:
@@ -372,6 +439,23 @@ def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str
         outputs = {"output": _tensor(["num_tokens", "hidden_div_2"], act)}
         reference = _ACT_REFERENCE.format(act=_ACTS[op.prefix])
         tags.append("fused")
+    elif op.family == "sampling":
+        top_k = op.prefix.startswith("top_k")
+        axes = {"batch_size": {"type": "var"}, "vocab_size": {"type": "const", "value": value}}
+        rows = ["batch_size", "vocab_size"]
+        # top-p: FlashInfer returns float32 whatever the input, while the
+        # plugin holds a result to the template's dtype (that of probs), so
+        # only float32 probs are routed; top-k keeps the input's dtype.
+        act = list(SAMPLING_DTYPES) if top_k else ["float32"]
+        inputs = {
+            "probs": _tensor(rows, act),
+            "top_k" if top_k else "top_p": _tensor(
+                None, "int32" if top_k else "float32",
+                "A Python number or a per-row tensor of shape (batch_size,)."),
+        }
+        outputs = {"renormalized": _tensor(rows, act if top_k else "float32",
+                                           None if top_k else "float32 whatever the input dtype (FlashInfer's).")}
+        reference = _TOP_K_REFERENCE if top_k else _TOP_P_REFERENCE
     else:
         axes = {
             "nnz": {"type": "var"},
@@ -410,8 +494,7 @@ def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str
         "name": name,
         "op_type": op.op_type,
         "description": op.describe.format(v=value) + f" Models: {op.sizes[value]}. "
-        f"Activations in {' or '.join(DTYPES)}; "
-        + ("out is fp8, the residual has the input's dtype." if "quant" in op.prefix else "outputs have the input's dtype."),
+        + _dtype_note(op),
         "tags": tags,
         "axes": axes,
         "constraints": constraints,

@@ -29,7 +29,9 @@ from flashinfer.trace.templates.norm import fused_add_rmsnorm_quant_trace, rmsno
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.bfloat16, torch.float16]
-BUNDLED = sorted(p.stem for p in (ROOT / "solutions").rglob("*.json"))
+# The sampling family has its own tests (tests/test_bundled_sampling.py):
+# whole vocabularies under the interpreter are too slow for these loops.
+BUNDLED = sorted(p.stem for p in (ROOT / "solutions").rglob("*.json") if p.parent.name != "sampling")
 OPS = [
     "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
     "rmsnorm_quant", "fused_add_rmsnorm_quant",
@@ -533,7 +535,7 @@ def test_names_are_the_ones_flashinfer_computes(definition):
 
 def test_one_definition_file_per_solution_in_the_schema():
     definitions = load_definitions(ROOT)
-    assert sorted(definitions) == BUNDLED
+    assert sorted(d for d in definitions if definitions[d]["op_type"] != "sampling") == BUNDLED
     for name, d in definitions.items():
         for key in ("name", "op_type", "axes", "inputs", "outputs", "reference"):
             assert key in d, (name, key)
