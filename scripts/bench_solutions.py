@@ -61,12 +61,18 @@ DEFAULT_BATCHES = [1, 3, 16, 127, 256, 1024, 4096, 16384]
 FAMILY_BATCHES = {
     "rmsnorm_quant": [1, 3, 127, 1024, 8192],
     "fused_add_rmsnorm_quant": [1, 3, 127, 1024, 8192],
+    "fused_topk_deepseek": [1, 3, 16, 127, 256, 1024, 4096, 8192],
 }
+# --family: dtypes when --dtypes is not given (SGLang routes DeepSeek-V3 with
+# fp32 logits, bias and weights; bf16 as FlashInfer's template makes them).
+FAMILY_DTYPES = {"fused_topk_deepseek": ["float32", "bfloat16"]}
+DEFAULT_DTYPES = ["bfloat16", "float16"]
 # Row stride of the input per rmsnorm width where engines pass a row-strided
 # view: DeepSeek MLA's kv_a (512 wide) is a view of latent_cache (512 + 64).
 ROW_STRIDE = {512: 576}
 # Head counts of a representative model per rope head size: (query, key).
 ROPE_HEADS = {64: (32, 8), 128: (32, 8), 256: (8, 4)}
+DEVICE = "cuda"  # where make_case builds its tensors (a CPU dry run sets "cpu")
 GRAPH_BYTES = 2 << 30  # cap on the memory one timing graph's outputs may take
 
 
@@ -76,7 +82,9 @@ GRAPH_BYTES = 2 << 30  # cap on the memory one timing graph's outputs may take
 
 
 def _op_and_size(definition: str) -> Tuple[str, int]:
-    match = re.fullmatch(r"(.+)_[a-z]+(\d+)", definition)
+    """(op, first const axis): rmsnorm_h4096 -> (rmsnorm, 4096),
+    fused_topk_deepseek_e256_k8 -> (fused_topk_deepseek, 256)."""
+    match = re.fullmatch(r"(.+?)_[a-z]+(\d+)(?:_[a-z]+\d+)*", definition)
     if match is None:
         raise ValueError(f"cannot read the op and size of {definition!r}")
     return match.group(1), int(match.group(2))
@@ -93,7 +101,7 @@ def make_case(definition: str, batch: int, dtype: Any) -> Tuple[Callable[[], Any
 
     op, n = _op_and_size(definition)
     size = torch.empty((), dtype=dtype).element_size()
-    dev = "cuda"
+    dev = DEVICE
     returned = lambda result: [result]  # noqa: E731
     if op in ("rmsnorm", "gemma_rmsnorm"):
         x = torch.randn(batch, ROW_STRIDE.get(n, n), dtype=dtype, device=dev)[:, :n]
@@ -135,6 +143,17 @@ def make_case(definition: str, batch: int, dtype: Any) -> Tuple[Callable[[], Any
         fn = flashinfer.apply_rope_with_cos_sin_cache_inplace
         moved = 2 * batch * (hq + hk) * n * size + batch * n * 4 + batch * 8
         return (lambda: fn(positions, q, k, n, cache, is_neox=True)), (lambda _: [q, k]), moved
+    if op == "fused_topk_deepseek":
+        # DeepSeek-V3's router as SGLang calls it (positional, launch_with_pdl
+        # True): logits and bias in the dtype under test, the caller's buffers
+        # written in place. Random logits, so few ties.
+        scores = torch.randn(batch, n, dtype=torch.float32, device=dev).mul_(2).to(dtype)
+        bias = (torch.randn(n, dtype=torch.float32, device=dev) * 0.1).to(dtype)
+        values = torch.empty(batch, 8, dtype=dtype, device=dev)
+        indices = torch.empty(batch, 8, dtype=torch.int32, device=dev)
+        fn = flashinfer.fused_moe.fused_topk_deepseek
+        moved = batch * n * size + n * size + batch * 8 * (size + 4)
+        return (lambda: fn(scores, bias, 8, 4, 8, 2.5, values, indices, True)), (lambda _: [values, indices]), moved
     raise ValueError(f"no benchmark case for {definition}")
 
 
@@ -519,7 +538,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--family", help="comma-separated op names (rmsnorm_quant,fused_add_rmsnorm_quant): every "
                         "bundled definition of those ops, at the family's batch sizes unless --batches is given")
     parser.add_argument("--batches", type=int, nargs="+")
-    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"], choices=["bfloat16", "float16"])
+    parser.add_argument("--dtypes", nargs="+", choices=["bfloat16", "float16", "float32"],
+                        help=f"default {' '.join(DEFAULT_DTYPES)} (a --family's own: {FAMILY_DTYPES})")
     parser.add_argument("--number", type=int, default=300, help="eager calls / graph replays per wall-time run")
     parser.add_argument("--eager-rounds", type=int, default=7, help="interleaved eager rounds, original then solution")
     parser.add_argument("--budget-ms", type=float, default=30.0, help="GPU time per kernel-time measurement")
@@ -564,7 +584,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows: List[Dict[str, Any]] = []
         began = time.perf_counter()
         for i, definition in enumerate(definitions):
-            for dtype_name in args.dtypes:
+            dtypes = args.dtypes or FAMILY_DTYPES.get(_op_and_size(definition)[0], DEFAULT_DTYPES)
+            for dtype_name in dtypes:
                 progress(f"[{i + 1}/{len(definitions)}] {definition} {dtype_name} ({time.perf_counter() - began:.0f}s)")
                 batches = args.batches or FAMILY_BATCHES.get(_op_and_size(definition)[0], DEFAULT_BATCHES)
                 rows.extend(bench_definition(definition, dtype_name, batches, args, progress))
