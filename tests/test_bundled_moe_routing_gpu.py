@@ -6,8 +6,9 @@ engines send. Skipped without CUDA; run on the device machine:
     python -m pytest -q -m gpu tests/test_bundled_moe_routing_gpu.py
 
 Both kernels rank ties by the lower expert index, so the experts are
-compared exactly; the inputs are random fp32 logits (bf16 and fp16 ones
-rounded from them, where ties are frequent and must agree too).
+compared exactly (bf16 and fp16 logits tie often and must agree too); the
+only leeway is a token whose biased scores are within an fp32 rounding of
+each other, where the two sigmoids' last bit may decide.
 """
 
 from __future__ import annotations
@@ -44,11 +45,22 @@ def route(scores, bias, n_group=8, topk_group=4, scale=2.5):
     return values, indices
 
 
-def assert_same_routing(got, want, what):
+def assert_same_routing(got, want, what, scores=None, bias=None):
+    """The same experts in the same order and close weights. With the inputs
+    given, a token may be routed otherwise only where its biased scores tie
+    within a few fp32 roundings (the two sigmoids' last bit), at most one
+    token in 2000."""
     (gv, gi), (wv, wi) = got, want
-    assert torch.equal(gi, wi), f"{what}: {int((gi != wi).any(dim=-1).sum())} token(s) routed differently"
+    differ = (gi != wi).any(dim=-1)
+    if bool(differ.any()):
+        assert scores is not None, f"{what}: {int(differ.sum())} token(s) routed differently"
+        assert int(differ.sum()) <= max(1, gi.shape[0] // 2000), f"{what}: {int(differ.sum())} token(s) routed differently"
+        biased = torch.sigmoid(scores[differ].float()) + bias.float()
+        mine = biased.gather(1, gi[differ].long()).sort(dim=-1).values
+        theirs = biased.gather(1, wi[differ].long()).sort(dim=-1).values
+        torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7, msg=f"{what}: not a near-tie")
     tol = {torch.float32: (2e-6, 1e-7), torch.bfloat16: (8e-3, 1e-5), torch.float16: (1e-3, 1e-6)}[gv.dtype]
-    torch.testing.assert_close(gv, wv, rtol=tol[0], atol=tol[1], msg=what)
+    torch.testing.assert_close(gv[~differ], wv[~differ], rtol=tol[0], atol=tol[1], msg=what)
 
 
 @pytest.mark.parametrize("dtype,bias_dtype", DTYPES, ids=["fp32", "bf16", "bf16-fp32-bias", "fp16"])
@@ -64,7 +76,7 @@ def test_routing_matches_flashinfers_kernel(dtype, bias_dtype):
             assert fita.stats().get(API, {}).get("hit", 0) == 1
         finally:
             fita.disable_apply()
-        assert_same_routing(got, want, f"{dtype} bias {bias_dtype} tokens={tokens}")
+        assert_same_routing(got, want, f"{dtype} bias {bias_dtype} tokens={tokens}", scores, bias)
 
 
 @pytest.mark.parametrize("n_group,topk_group", [(8, 1), (16, 4), (32, 4)])
@@ -78,7 +90,7 @@ def test_other_groupings_match(n_group, topk_group):
         got = route(scores, bias, n_group, topk_group)
     finally:
         fita.disable_apply()
-    assert_same_routing(got, want, f"n_group={n_group} topk_group={topk_group}")
+    assert_same_routing(got, want, f"n_group={n_group} topk_group={topk_group}", scores, bias)
 
 
 def test_routed_routing_replays_in_a_cuda_graph():

@@ -18,8 +18,15 @@ repeats step for step:
    value).
 4. ``topk_values = s / (sum of the chosen s + 1e-20) * routed_scaling_factor``
    with the last two steps in double precision (the factor is a C++
-   double), rounded once to ``topk_values``' dtype; ``topk_indices`` the
-   chosen experts (int32), and ``routing_replay_out`` (int16) when given.
+   double), then ``topk_values``' dtype (here through fp32: a bf16 or fp16
+   weight may differ by one ulp in a rare double-rounding case);
+   ``topk_indices`` the chosen experts (int32), and ``routing_replay_out``
+   (int16) when given.
+
+One difference, outside DeepSeek-V3's configuration: FlashInfer's kernel
+keeps at most 4 groups whatever ``topk_group`` is (it accepts up to 8 when
+groups hold 16 experts); this one keeps ``topk_group``, as FlashInfer's
+documentation and reference say.
 
 One program routes one token: its scores are loaded as an (n_group x
 experts per group) tile, group and expert rankings are repeated
