@@ -63,10 +63,15 @@ FAMILY_BATCHES = {
     "fused_add_rmsnorm_quant": [1, 3, 127, 1024, 8192],
     "top_k_renorm_probs": [1, 3, 16, 64, 127, 256],
     "top_p_renorm_probs": [1, 3, 16, 64, 127, 256],
+    "fused_topk_deepseek": [1, 3, 16, 127, 256, 1024, 4096, 8192],
 }
 # --family: the dtypes its definitions route when --dtypes is not given
-# (engines hand the sampling ops float32 probabilities).
-FAMILY_DTYPES = {"top_k_renorm_probs": ["float32"], "top_p_renorm_probs": ["float32"]}
+# (engines hand the sampling ops float32 probabilities; SGLang routes
+# DeepSeek-V3 with fp32 logits, bias and weights; bf16 as FlashInfer's
+# template makes them).
+FAMILY_DTYPES = {"top_k_renorm_probs": ["float32"], "top_p_renorm_probs": ["float32"],
+                 "fused_topk_deepseek": ["float32", "bfloat16"]}
+DEFAULT_DTYPES = ["bfloat16", "float16"]
 # SGLang's per-request sampling parameters, one value a row.
 SAMPLING_TOP_K, SAMPLING_TOP_P = 50, 0.9
 # Row stride of the input per rmsnorm width where engines pass a row-strided
@@ -74,6 +79,7 @@ SAMPLING_TOP_K, SAMPLING_TOP_P = 50, 0.9
 ROW_STRIDE = {512: 576}
 # Head counts of a representative model per rope head size: (query, key).
 ROPE_HEADS = {64: (32, 8), 128: (32, 8), 256: (8, 4)}
+DEVICE = "cuda"  # where make_case builds its tensors (a CPU dry run sets "cpu")
 GRAPH_BYTES = 2 << 30  # cap on the memory one timing graph's outputs may take
 
 
@@ -83,13 +89,15 @@ GRAPH_BYTES = 2 << 30  # cap on the memory one timing graph's outputs may take
 
 
 def _op_and_size(definition: str) -> Tuple[str, int]:
-    match = re.fullmatch(r"(.+)_[a-z]+(\d+)", definition)
+    """(op, first const axis): rmsnorm_h4096 -> (rmsnorm, 4096),
+    fused_topk_deepseek_e256_k8 -> (fused_topk_deepseek, 256)."""
+    match = re.fullmatch(r"(.+?)_[a-z]+(\d+)(?:_[a-z]+\d+)*", definition)
     if match is None:
         raise ValueError(f"cannot read the op and size of {definition!r}")
     return match.group(1), int(match.group(2))
 
 
-def make_case(definition: str, batch: int, dtype: Any, device: str = "cuda") -> Tuple[Callable[[], Any], Callable[[Any], List[Any]], int]:
+def make_case(definition: str, batch: int, dtype: Any, device: Optional[str] = None) -> Tuple[Callable[[], Any], Callable[[Any], List[Any]], int]:
     """(call, outputs, bytes moved per call). ``call`` goes through the
     public FlashInfer API, so it runs the original or, with the plugin on,
     the solution; ``outputs(result)`` lists the tensors holding its results
@@ -100,7 +108,7 @@ def make_case(definition: str, batch: int, dtype: Any, device: str = "cuda") -> 
 
     op, n = _op_and_size(definition)
     size = torch.empty((), dtype=dtype).element_size()
-    dev = device
+    dev = device or DEVICE
     returned = lambda result: [result]  # noqa: E731
     if op in ("rmsnorm", "gemma_rmsnorm"):
         x = torch.randn(batch, ROW_STRIDE.get(n, n), dtype=dtype, device=dev)[:, :n]
@@ -153,6 +161,17 @@ def make_case(definition: str, batch: int, dtype: Any, device: str = "cuda") -> 
             param = torch.full((batch,), SAMPLING_TOP_P, dtype=torch.float32, device=dev)
             out_size = 4  # FlashInfer's top-p returns float32
         return (lambda: fn(probs, param)), returned, batch * n * (size + out_size) + batch * 4
+    if op == "fused_topk_deepseek":
+        # DeepSeek-V3's router as SGLang calls it (positional, launch_with_pdl
+        # True): logits and bias in the dtype under test, the caller's buffers
+        # written in place. Random logits, so few ties.
+        scores = torch.randn(batch, n, dtype=torch.float32, device=dev).mul_(2).to(dtype)
+        bias = (torch.randn(n, dtype=torch.float32, device=dev) * 0.1).to(dtype)
+        values = torch.empty(batch, 8, dtype=dtype, device=dev)
+        indices = torch.empty(batch, 8, dtype=torch.int32, device=dev)
+        fn = flashinfer.fused_moe.fused_topk_deepseek
+        moved = batch * n * size + n * size + batch * 8 * (size + 4)
+        return (lambda: fn(scores, bias, 8, 4, 8, 2.5, values, indices, True)), (lambda _: [values, indices]), moved
     raise ValueError(f"no benchmark case for {definition}")
 
 
@@ -538,7 +557,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "bundled definition of those ops, at the family's batch sizes unless --batches is given")
     parser.add_argument("--batches", type=int, nargs="+")
     parser.add_argument("--dtypes", nargs="+", choices=["bfloat16", "float16", "float32"],
-                        help="default: bfloat16 float16 (float32 for the sampling families)")
+                        help=f"default {' '.join(DEFAULT_DTYPES)} (a --family's own: {FAMILY_DTYPES})")
     parser.add_argument("--number", type=int, default=300, help="eager calls / graph replays per wall-time run")
     parser.add_argument("--eager-rounds", type=int, default=7, help="interleaved eager rounds, original then solution")
     parser.add_argument("--budget-ms", type=float, default=30.0, help="GPU time per kernel-time measurement")
@@ -584,7 +603,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         began = time.perf_counter()
         for i, definition in enumerate(definitions):
             op = _op_and_size(definition)[0]
-            for dtype_name in args.dtypes or FAMILY_DTYPES.get(op, ["bfloat16", "float16"]):
+            for dtype_name in args.dtypes or FAMILY_DTYPES.get(op, DEFAULT_DTYPES):
                 progress(f"[{i + 1}/{len(definitions)}] {definition} {dtype_name} ({time.perf_counter() - began:.0f}s)")
                 batches = args.batches or FAMILY_BATCHES.get(op, DEFAULT_BATCHES)
                 rows.extend(bench_definition(definition, dtype_name, batches, args, progress))

@@ -55,6 +55,10 @@ class Op:
     fi_api: str
     sizes: Dict[int, str]  # const-axis value in the name -> models using it
     describe: str  # one line; {v} is the const-axis value
+    suffix: str = ""  # the rest of the name, for a template with a second const axis ("_k8")
+
+    def name(self, value: int) -> str:
+        return f"{self.prefix}{value}{self.suffix}"
 
 
 # Hidden sizes of popular models (the norms are not sharded by tensor
@@ -172,6 +176,11 @@ VOCAB_SIZES = {
 # Probabilities come in float32 from the engines' softmax; FlashInfer takes
 # bf16 and fp16 too.
 SAMPLING_DTYPES = ["float32", "bfloat16", "float16"]
+# DeepSeek-V3's router: 256 routed experts, top 8 (n_group=8, topk_group=4
+# at the call). SGLang sends fp32 logits, an fp32 correction bias and fp32
+# topk_values buffers; FlashInfer takes bf16 and fp16 as well.
+MOE_ROUTING_EXPERTS = {256: "DeepSeek-V3, DeepSeek-R1"}
+MOE_ROUTING_DTYPES = ["float32", "bfloat16", "float16"]
 ROPE_HEAD_SIZES = {
     64: "Llama-3.2-1B, Qwen2.5-0.5B",
     128: "Llama-3.1, Mistral, Qwen2.5, Qwen3",
@@ -224,6 +233,13 @@ CATALOG: List[Op] = [
        "Top-p renormalization over a vocabulary of {v}: per row keep the values >= the largest threshold whose "
        "kept values sum to at least top_p * the row sum, zero the rest, scale the kept ones by 1 / their sum "
        "(1 when that is <= 1e-8); top_p is a float or a per-row tensor."),
+    Op("fused_topk_deepseek_e", "moe_routing", "moe_routing", "moe_routing_triton.py", "fused_topk_deepseek",
+       "flashinfer.fused_moe.fused_routing_dsv3.fused_topk_deepseek", MOE_ROUTING_EXPERTS,
+       "DeepSeek-V3 MoE routing over {v} experts, top 8, in place: biased = sigmoid(scores) + bias; groups of "
+       "num_experts / n_group experts score the sum of their two largest biased scores; the topk_group best "
+       "groups are kept and the topk largest biased scores among their experts chosen, largest first (ties to the "
+       "lower index); topk_values = the chosen sigmoid scores / their sum * routed_scaling_factor, topk_indices "
+       "the chosen experts (int32).", suffix="_k8"),
 ]
 
 
@@ -347,6 +363,31 @@ def run(probs, top_p):
     return kept / torch.where(total > 1e-8, total, torch.ones_like(total))
 '''
 
+# FlashInfer's kernel (noAuxTcKernels.cu): fp32 sigmoid as 0.5 * tanh(0.5 x)
+# + 0.5, every ranking with ties to the lower index (stable sorts here), the
+# weights in double (routed_scaling_factor is a C++ double there).
+_MOE_ROUTING_REFERENCE = '''
+import torch
+
+
+@torch.no_grad()
+def run(scores, bias, n_group, topk_group, topk, routed_scaling_factor):
+    tokens, experts = scores.shape
+    sig = 0.5 * torch.tanh(0.5 * scores.float()) + 0.5
+    biased = sig + bias.float()
+    grouped = biased.view(tokens, n_group, experts // n_group)
+    top2 = grouped.sort(dim=-1, descending=True, stable=True).values[..., :2]
+    group_score = top2[..., 0] + top2[..., 1]
+    kept = group_score.sort(dim=-1, descending=True, stable=True).indices[:, :topk_group]
+    mask = torch.zeros(tokens, n_group, dtype=torch.bool, device=scores.device).scatter_(1, kept, True)
+    candidates = biased.masked_fill(~mask.repeat_interleave(experts // n_group, dim=1), float("-inf"))
+    chosen = candidates.sort(dim=-1, descending=True, stable=True).indices[:, :topk]
+    picked = sig.gather(1, chosen)
+    total = picked.sum(dim=-1, keepdim=True)
+    weights = picked.double() * float(routed_scaling_factor) / (total.double() + 1e-20)
+    return weights.float().to(scores.dtype), chosen.to(torch.int32)
+'''
+
 _ACTS = {
     "silu_and_mul_h": "F.silu(gate)",
     "gelu_and_mul_h": "F.gelu(gate)",
@@ -374,7 +415,7 @@ def policy_for(op: Op, value: int) -> dict:
     dtypes = {k: v for k, v in _definition_and_dtypes(op, value)[1].items() if len(v) > 1}
     if dtypes:
         entry["dtypes"] = dtypes
-    name = f"{op.prefix}{value}"
+    name = op.name(value)
     if name in APPLIES_WHEN:
         entry["applies_when"] = APPLIES_WHEN[name]
     return entry
@@ -385,12 +426,14 @@ def _dtype_note(op: Op) -> str:
         if op.prefix.startswith("top_k"):
             return f"probs in {', '.join(SAMPLING_DTYPES)}; the output has the input's dtype."
         return "probs in float32 (routed only then); the output is float32."
-    return (f"Activations in {' or '.join(DTYPES)}; "
-            + ("out is fp8, the residual has the input's dtype." if "quant" in op.prefix else "outputs have the input's dtype."))
+    if op.family == "moe_routing":
+        return f"Scores and bias in {', '.join(MOE_ROUTING_DTYPES)}; topk_values has the scores' dtype."
+    return f"Activations in {' or '.join(DTYPES)}; " + (
+        "out is fp8, the residual has the input's dtype." if "quant" in op.prefix else "outputs have the input's dtype.")
 
 
 def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str]]]:
-    name = f"{op.prefix}{value}"
+    name = op.name(value)
     tags = [f"fi_api:{op.fi_api}"]
     tags += ["model:" + m.strip().lower().replace(" ", "-") for m in op.sizes[value].split(",")]
     act = list(DTYPES)
@@ -456,6 +499,27 @@ def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str
         outputs = {"renormalized": _tensor(rows, act if top_k else "float32",
                                            None if top_k else "float32 whatever the input dtype (FlashInfer's).")}
         reference = _TOP_K_REFERENCE if top_k else _TOP_P_REFERENCE
+    elif op.family == "moe_routing":
+        axes = {
+            "num_tokens": {"type": "var"},
+            "num_experts": {"type": "const", "value": value},
+            "topk": {"type": "const", "value": 8},
+        }
+        picked = ["num_tokens", "topk"]
+        inputs = {
+            "scores": _tensor(["num_tokens", "num_experts"], list(MOE_ROUTING_DTYPES), "Router logits, before the sigmoid."),
+            "bias": _tensor(["num_experts"], list(MOE_ROUTING_DTYPES), "Per-expert score correction bias (any of the three dtypes)."),
+            "n_group": _tensor(None, "int32", "Expert groups (num_experts % n_group == 0; 8 for DeepSeek-V3)."),
+            "topk_group": _tensor(None, "int32", "Groups kept (4 for DeepSeek-V3)."),
+            "topk": _tensor(None, "int32", "Experts chosen per token."),
+            "routed_scaling_factor": _tensor(None, "float32", "Multiplies the normalized weights (a double in FlashInfer)."),
+        }
+        outputs = {
+            "topk_values": _tensor(picked, "float32", "Written into the caller's topk_values in place, in the scores' dtype."),
+            "topk_indices": _tensor(picked, "int32", "Written into the caller's topk_indices in place."),
+        }
+        reference = _MOE_ROUTING_REFERENCE
+        tags.append("moe")
     else:
         axes = {
             "nnz": {"type": "var"},
@@ -510,7 +574,7 @@ def _definition_and_dtypes(op: Op, value: int) -> Tuple[dict, Dict[str, List[str
 
 
 def solution_for(op: Op, value: int) -> dict:
-    definition = f"{op.prefix}{value}"
+    definition = op.name(value)
     return {
         "name": f"fita_{definition}_triton",
         "definition": definition,
@@ -528,17 +592,17 @@ def solution_for(op: Op, value: int) -> dict:
 
 
 def entries() -> List[Tuple[Op, int]]:
-    return [(op, value) for op in CATALOG for value in sorted(op.sizes) if f"{op.prefix}{value}" not in LEFT_OUT]
+    return [(op, value) for op in CATALOG for value in sorted(op.sizes) if op.name(value) not in LEFT_OUT]
 
 
 def expected_files() -> Dict[Path, str]:
     files: Dict[Path, str] = {}
     for op, value in entries():
-        name = f"{op.prefix}{value}"
+        name = op.name(value)
         files[ROOT / "solutions" / op.family / f"{name}.json"] = json.dumps(solution_for(op, value), indent=2) + "\n"
         files[ROOT / "definitions" / op.op_type / f"{name}.json"] = json.dumps(definition_for(op, value), indent=2) + "\n"
     files[ROOT / POLICY_FILE] = dump_policy(
-        {"version": 1, "definitions": {f"{op.prefix}{value}": policy_for(op, value) for op, value in entries()}}
+        {"version": 1, "definitions": {op.name(value): policy_for(op, value) for op, value in entries()}}
     )
     return files
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -36,6 +37,7 @@ OPS = [
     "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
     "rmsnorm_quant", "fused_add_rmsnorm_quant",
     "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "rope_cos_sin_cache_inplace",
+    "fused_topk_deepseek",
 ]
 
 
@@ -44,7 +46,8 @@ def op_of(definition: str) -> str:
 
 
 def size_of(definition: str) -> int:
-    return int(definition.rsplit("_", 1)[1][1:])
+    """The first const axis in the name (fused_topk_deepseek_e256_k8: 256)."""
+    return int(re.match(r"_[a-z]+(\d+)", definition[len(op_of(definition)):]).group(1))
 
 
 def solution(definition: str):
@@ -122,6 +125,35 @@ def ref_quant(x, w, scale, eps=1e-6, residual=None, fp8=torch.float8_e4m3fn):
     return y.clamp(-fp8_max, fp8_max).to(fp8), xf
 
 
+def ref_routing(scores, bias, n_group=8, topk_group=4, topk=8, scale=2.5):
+    """DeepSeek-V3 routing as FlashInfer's kernel does it: groups scored by
+    their two largest biased scores, every ranking with ties to the lower
+    index (stable sorts), weights in double."""
+    tokens, n = scores.shape
+    sig = torch.sigmoid(scores.float())
+    biased = sig + bias.float()
+    top2 = biased.view(tokens, n_group, -1).sort(dim=-1, descending=True, stable=True).values[..., :2]
+    kept = (top2[..., 0] + top2[..., 1]).sort(dim=-1, descending=True, stable=True).indices[:, :topk_group]
+    mask = torch.zeros(tokens, n_group, dtype=torch.bool, device=scores.device).scatter_(1, kept, True)
+    masked = biased.masked_fill(~mask.repeat_interleave(n // n_group, dim=1), float("-inf"))
+    chosen = masked.sort(dim=-1, descending=True, stable=True).indices[:, :topk]
+    picked = sig.gather(1, chosen)
+    weights = picked.double() * scale / (picked.sum(dim=-1, keepdim=True).double() + 1e-20)
+    return weights.float().to(scores.dtype), chosen.to(torch.int32)
+
+
+def assert_routing(values, indices, scores, bias, what="", **config):
+    """The same experts in the same order as ref_routing (the same arithmetic
+    up to the sigmoid's last bit cannot reorder them), weights within one ulp
+    (fp32: a few fp32 roundings)."""
+    want_v, want_i = ref_routing(scores, bias, **config)
+    assert indices.dtype == torch.int32 and torch.equal(indices, want_i), f"{what}: experts differ"
+    if values.dtype == torch.float32:
+        torch.testing.assert_close(values, want_v, rtol=4e-6, atol=1e-7, msg=what)
+    else:
+        assert_close(values, want_v, what + " weights")
+
+
 def assert_fp8_close(actual, expected, what=""):
     """Equal, or the neighbouring value of the fp8 grid (one ulp): an fp32
     result within a rounding of a boundary can land on either side."""
@@ -187,6 +219,14 @@ def run_and_check(definition: str, batch: int, dtype) -> None:
     elif op in ACTS:
         x = rand(batch, n, dtype=dtype)
         assert_close(fn(input=x), ref_act(op, x), what)
+    elif op == "fused_topk_deepseek":
+        scores, bias = rand(batch, n, dtype=dtype), rand(n, dtype=dtype, scale=0.1)
+        values = torch.empty(batch, 8, dtype=dtype, device=DEVICE)
+        indices = torch.empty(batch, 8, dtype=torch.int32, device=DEVICE)
+        got = fn(scores=scores, bias=bias, n_group=8, topk_group=4, topk=8, routed_scaling_factor=2.5,
+                 topk_values=values, topk_indices=indices)
+        assert got[0] is values and got[1] is indices, "writes the caller's buffers and returns them"
+        assert_routing(values, indices, scores, bias, what)
     else:
         positions, q, k, cache = rope_case(batch, n, dtype)
         want_q, want_k = ref_rope(positions, q, k, n, cache)
@@ -491,6 +531,135 @@ def test_routed_rope_in_place(is_neox):
     assert hits("flashinfer.rope.apply_rope_with_cos_sin_cache_inplace") == 1
 
 
+MOE_DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32),
+              (torch.float16, torch.float16)]
+
+
+@pytest.mark.parametrize("dtype,bias_dtype", MOE_DTYPES, ids=["fp32", "bf16", "bf16-fp32-bias", "fp16"])
+def test_routed_moe_routing_writes_the_callers_buffers(dtype, bias_dtype):
+    """DeepSeek-V3 routing as SGLang calls it (positional, fp32 logits and
+    bias, launch_with_pdl=True; bf16 and fp16 as FlashInfer also takes them),
+    through both public names: the kernel writes the caller's topk_values
+    and topk_indices (the same storage), returns None, and the experts and
+    weights are FlashInfer's at 1, 3 and 127 tokens."""
+    import flashinfer.dsv3_ops  # noqa: F401 - loaded lazily; SGLang-style imports name it
+
+    torch.manual_seed(16)
+    enable("fused_topk_deepseek_e256_k8")
+    apis = [flashinfer.fused_moe.fused_topk_deepseek, flashinfer.dsv3_ops.fused_topk_deepseek]
+    for tokens in (1, 3, 127):
+        scores, bias = rand(tokens, 256, dtype=dtype), rand(256, dtype=bias_dtype, scale=0.1)
+        for api in apis:
+            values = torch.empty(tokens, 8, dtype=dtype, device=DEVICE)
+            indices = torch.empty(tokens, 8, dtype=torch.int32, device=DEVICE)
+            storage = (values.data_ptr(), indices.data_ptr())
+            before = scores.clone()
+            assert api(scores, bias, 8, 4, 8, 2.5, values, indices, True) is None
+            assert (values.data_ptr(), indices.data_ptr()) == storage and torch.equal(scores, before)
+            assert_routing(values, indices, scores, bias, f"{dtype} tokens={tokens}")
+        values2, indices2 = torch.empty_like(values), torch.empty_like(indices)
+        apis[0](scores=scores, bias=bias, n_group=8, topk_group=4, topk=8, routed_scaling_factor=1.0,
+                topk_values=values2, topk_indices=indices2)
+        assert torch.equal(indices2, indices)
+        assert_routing(values2, indices2, scores, bias, "keywords, scale 1.0", scale=1.0)
+    assert hits("flashinfer.fused_moe.fused_routing_dsv3.fused_topk_deepseek") == 9
+
+
+def test_routed_moe_routing_matches_the_templates_reference():
+    """FlashInfer's template reference (torch.topk, whose order among equal
+    scores is unspecified) on the template's own inputs (bf16 logits, ties
+    frequent): the same experts up to ties, as `check` judges it."""
+    from flashinfer.trace.templates.sampling import fused_topk_deepseek_trace as trace
+
+    from flashinfer_trace_apply.check import _routing_check
+
+    enable("fused_topk_deepseek_e256_k8")
+    for tokens in (1, 3, 127):
+        inputs = trace.init(num_tokens=tokens, device=DEVICE)
+        inputs["bias"] = rand(256, scale=0.05)
+        want = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        trace.reference(**want)
+        flashinfer.fused_moe.fused_topk_deepseek(**inputs)
+        check = _routing_check(trace, inputs)
+        reference = [want["topk_values"], want["topk_indices"]]
+        assert check(reference, [inputs["topk_values"], inputs["topk_indices"]]), f"tokens={tokens}"
+        # and the check is not blind: another expert in the last slot fails it
+        wrong = inputs["topk_indices"].clone()
+        wrong[:, -1] = (wrong[:, 0] + 128) % 256
+        assert not check(reference, [inputs["topk_values"], wrong])
+
+
+@pytest.mark.parametrize("n_group,topk_group", [(8, 1), (16, 4), (16, 8), (32, 4)])
+def test_moe_routing_other_groupings(n_group, topk_group):
+    """n_group and topk_group are call arguments, not in the name: any
+    grouping FlashInfer accepts at 256 experts routes correctly."""
+    torch.manual_seed(17)
+    fn = solution("fused_topk_deepseek_e256_k8")
+    scores, bias = rand(5, 256, dtype=torch.float32), rand(256, dtype=torch.float32, scale=0.1)
+    values, indices = fn(scores=scores, bias=bias, n_group=n_group, topk_group=topk_group, topk=8, routed_scaling_factor=2.5)
+    assert_routing(values, indices, scores, bias, f"n_group={n_group}", n_group=n_group, topk_group=topk_group)
+
+
+def test_moe_routing_ties_go_to_the_lower_index_and_replay_is_written():
+    """Equal scores rank by expert index, as FlashInfer's kernel packs them;
+    routing_replay_out (int16, sized for the largest batch) gets the experts
+    of the first num_tokens rows and nothing else."""
+    fn = solution("fused_topk_deepseek_e256_k8")
+    scores = torch.zeros(2, 256, device=DEVICE)
+    scores[1, 200:] = 1.0  # groups 6 and 7 lead; within them the lowest indices
+    bias = torch.zeros(256, device=DEVICE)
+    replay = torch.full((4, 8), -7, dtype=torch.int16, device=DEVICE)
+    values, indices = fn(scores=scores, bias=bias, n_group=8, topk_group=4, topk=8, routed_scaling_factor=2.5,
+                         routing_replay_out=replay)
+    assert indices[0].tolist() == list(range(8))
+    assert indices[1].tolist() == list(range(200, 208))
+    assert torch.equal(values, torch.full_like(values, 2.5 / 8))
+    assert torch.equal(replay[:2], indices.to(torch.int16)) and bool((replay[2:] == -7).all())
+
+
+def test_moe_routing_refuses_what_flashinfer_refuses():
+    fn = solution("fused_topk_deepseek_e256_k8")
+    scores, bias = rand(2, 256, dtype=torch.float32), rand(256, dtype=torch.float32)
+    with pytest.raises(ValueError, match="same dtype as scores"):
+        fn(scores=scores, bias=bias, n_group=8, topk_group=4, topk=8, routed_scaling_factor=1.0,
+           topk_values=torch.empty(2, 8, dtype=torch.bfloat16), topk_indices=torch.empty(2, 8, dtype=torch.int32))
+    with pytest.raises(ValueError, match="must be <= 32"):
+        fn(scores=scores, bias=bias, n_group=4, topk_group=2, topk=8, routed_scaling_factor=1.0)
+    with pytest.raises(ValueError, match="contiguous"):
+        fn(scores=rand(256, 2, dtype=torch.float32).t(), bias=bias, n_group=8, topk_group=4, topk=8,
+           routed_scaling_factor=1.0)
+    values, indices = fn(scores=rand(0, 256, dtype=torch.float32), bias=bias, n_group=8, topk_group=4, topk=8,
+                         routed_scaling_factor=1.0)
+    assert values.shape == (0, 8) and indices.shape == (0, 8)
+
+
+def test_moe_routing_bench_case_builds_and_routes(monkeypatch):
+    """scripts/bench_solutions.py --family fused_topk_deepseek: the family's
+    name and batch sizes resolve, and its case (SGLang's positional call)
+    is routed and writes the buffers it reports, here on the CPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_solutions", ROOT / "scripts" / "bench_solutions.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench._op_and_size("fused_topk_deepseek_e256_k8") == ("fused_topk_deepseek", 256)
+    assert bench.FAMILY_BATCHES["fused_topk_deepseek"] == [1, 3, 16, 127, 256, 1024, 4096, 8192]
+    monkeypatch.setattr(bench, "DEVICE", DEVICE)
+    enable("fused_topk_deepseek_e256_k8")
+    for dtype in (torch.float32, torch.bfloat16):
+        call, outputs, moved = bench.make_case("fused_topk_deepseek_e256_k8", 3, dtype)
+        values, indices = outputs(call())
+        assert moved > 3 * 256 * values.element_size()
+        assert_routing(values, indices, *bench_inputs(call), "bench case")
+    assert hits("flashinfer.fused_moe.fused_routing_dsv3.fused_topk_deepseek") == 2
+
+
+def bench_inputs(call):
+    """The scores and bias a bench case's call closes over."""
+    cells = dict(zip(call.__code__.co_freevars, (c.cell_contents for c in call.__closure__)))
+    return cells["scores"], cells["bias"]
+
+
 def test_routing_respects_the_definition_dtypes():
     """fp32 is outside the definitions' dtypes: FlashInfer's own call runs."""
     enable("rmsnorm_h2048")
@@ -521,6 +690,10 @@ def fi_trace_name(definition: str) -> str:
         return getattr(flashinfer, op).fi_trace(input=x, residual=x, weight=torch.empty(n, dtype=torch.bfloat16))["name"]
     if op in ACTS:
         return getattr(flashinfer, op).fi_trace(input=x)["name"]
+    if op == "fused_topk_deepseek":
+        return flashinfer.fused_moe.fused_topk_deepseek.fi_trace(
+            scores=torch.empty(2, n), bias=torch.empty(n), n_group=8, topk_group=4, topk=8, routed_scaling_factor=2.5,
+            topk_values=torch.empty(2, 8), topk_indices=torch.empty(2, 8, dtype=torch.int32))["name"]
     q, k = torch.empty(2, 8 * n, dtype=torch.bfloat16), torch.empty(2, 2 * n, dtype=torch.bfloat16)
     return flashinfer.apply_rope_with_cos_sin_cache_inplace.fi_trace(
         positions=torch.zeros(2, dtype=torch.int64), query=q, key=k, head_size=n,
@@ -583,6 +756,13 @@ def test_definition_reference_agrees_with_the_solution(op):
     elif op in ACTS:
         x = rand(3, n)
         assert_close(fn(input=x), reference(x))
+    elif op == "fused_topk_deepseek":
+        for dtype in (torch.float32, torch.bfloat16):
+            scores, bias = rand(5, n, dtype=dtype), rand(n, dtype=dtype, scale=0.1)
+            want_v, want_i = reference(scores, bias, 8, 4, 8, 2.5)
+            got_v, got_i = fn(scores=scores, bias=bias, n_group=8, topk_group=4, topk=8, routed_scaling_factor=2.5)
+            assert torch.equal(got_i, want_i) and got_v.dtype == dtype
+            torch.testing.assert_close(got_v.float(), want_v.float(), rtol=1e-2 if dtype != torch.float32 else 4e-6, atol=1e-6)
     else:
         positions, q, k, cache = rope_case(3, n, torch.bfloat16)
         want = reference(positions, q, k, n, cache, False)
