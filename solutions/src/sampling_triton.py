@@ -90,8 +90,8 @@ def _narrow(part_ptr, state_ptr, maxb_ptr, arr_ptr, value, row, rows, nchunks, v
     kept = tl.full((), 0.0, tl.float32)
     target = tl.full((), 0.0, tl.float32)
     if r == 0:
-        c = tl.arange(0, CPAD)
-        maxb = tl.max(tl.load(maxb_ptr + row * CPAD + c, mask=c < nchunks, other=-1), axis=0)
+        chunks = tl.arange(0, CPAD)
+        maxb = tl.max(tl.load(maxb_ptr + row * CPAD + chunks, mask=chunks < nchunks, other=-1), axis=0)
         hi = tl.minimum(maxb + 1, _INF_BITS)
         if TOP_K:
             k = (value + tl.zeros((), tl.float32)).to(tl.int32)
@@ -106,12 +106,12 @@ def _narrow(part_ptr, state_ptr, maxb_ptr, arr_ptr, value, row, rows, nchunks, v
         kept = tl.load(st + 2).to(tl.float32, bitcast=True)
         target = tl.load(st + 3).to(tl.float32, bitcast=True)
     if (r >= 0) & (hi - lo > 1):
-        c = tl.arange(0, CPAD)[:, None]
-        base = part_ptr + ((r * rows + row) * CPAD + c) * (2 * P) + j[None, :]
-        sums = tl.sum(tl.load(base, mask=c < nchunks, other=0.0), axis=0)
+        chunk_col = tl.arange(0, CPAD)[:, None]
+        base = part_ptr + ((r * rows + row) * CPAD + chunk_col) * (2 * P) + j[None, :]
+        sums = tl.sum(tl.load(base, mask=chunk_col < nchunks, other=0.0), axis=0)
         reached = sums >= target
         if TOP_K:
-            counts = tl.sum(tl.load(base + P, mask=c < nchunks, other=0.0), axis=0)
+            counts = tl.sum(tl.load(base + P, mask=chunk_col < nchunks, other=0.0), axis=0)
             reached = counts >= target
         else:
             if r == 0:
