@@ -111,6 +111,7 @@ class TemplateRoute:
             self.unroutable = str(exc)
         # Required tensor inputs that are arguments of the call: their dtypes
         # join the key when some definition states dtypes.
+        self.shape_reads: Dict[str, str] = {}  # set by ApiRoute (parameter -> wrapper local)
         self.dtype_inputs: List[Tuple[str, str, Optional[int]]] = [
             (key, d.param if d.param is not None else key, d.tuple_idx)
             for key, d in template.inputs.items()
@@ -148,6 +149,14 @@ class ApiRoute:
             else None
         )
         self.keys = KeyCode(self.shape, self.instance, self.cache_layout_expr)
+        # Shapes the inline key reads, handed on to every entry after the
+        # call's parameters (None when the key took the slow path): a hit
+        # entry checks its results against them instead of reading them again.
+        for route in self.templates:
+            route.shape_reads = self.keys.shape_reads(route.sources)
+        self.shape_vars = list(dict.fromkeys(v for route in self.templates for v in route.shape_reads.values()))
+        self.extra_header = "".join(f", {v}=None" for v in self.shape_vars)
+        self.extra_forward = "".join(f", {v}" for v in self.shape_vars)
         # Selector APIs: the arguments the selector reads (None: unknown, so
         # every call binds), and the template chosen per selector key.
         self.selector_reads = selector_reads(self.selector) if self.selector is not None else None
@@ -210,23 +219,25 @@ class ApiRoute:
     def _key_lines(self) -> List[str]:
         """Wrapper lines setting ``_fita_k``; anything odd takes the exact slow key."""
         forward = self.shape.forward()
+        unset = [f"{' = '.join(self.shape_vars)} = None"] if self.shape_vars else []
         slow = f"{PREFIX}k = {PREFIX}slow_key({forward})"
         if self.selector is None:
             values = self._template_values(self.templates[0])
             if values is None:
-                return [slow]
+                return unset + [slow]
             key = values[0] if len(values) == 1 else "(" + ", ".join(values) + ")"
-            return ["try:", f"    {PREFIX}k = {key}", "except Exception:", f"    {slow}"]
+            return ["try:", f"    {PREFIX}k = {key}", "except Exception:", *("    " + u for u in unset), f"    {slow}"]
         if self.selector_args is None:
-            return [slow]
+            return unset + [slow]
         # The template the selector chose for this selector key (KeyError:
         # not seen yet, the slow key asks the selector), then its key.
-        lines = ["try:", f"    {PREFIX}t = {PREFIX}choose({', '.join(self.selector_args)})"]
+        # A branch sets only its template's shapes: the others stay None.
+        lines = unset + ["try:", f"    {PREFIX}t = {PREFIX}choose({', '.join(self.selector_args)})"]
         for index, route in enumerate(self.templates):
             values = self._template_values(route)
             key = f"({index}, (" + "".join(v + ", " for v in values) + "))" if values is not None else None
             lines.append(f"    {'if' if index == 0 else 'elif'} {PREFIX}t == {index}: " + (f"{PREFIX}k = {key}" if key else slow))
-        lines += [f"    else: {PREFIX}k = (-1, ())", "except Exception:", f"    {slow}"]
+        lines += [f"    else: {PREFIX}k = (-1, ())", "except Exception:", *("    " + u for u in unset), f"    {slow}"]
         return lines
 
     def _plan_sources(self) -> Tuple[Dict[str, str], Dict[str, Any]]:
@@ -259,7 +270,7 @@ class ApiRoute:
         if entry is None:
             tick = self.context.board.ticker(self.spec.fi_api, status)
             source = (
-                f"def {PREFIX}{status}({self.shape.entry_header()}):\n"
+                f"def {PREFIX}{status}({self.shape.entry_header()}{self.extra_header}):\n"
                 f"    {PREFIX}tick()\n"
                 f"    return {PREFIX}orig({self.shape.forward()})\n"
             )
@@ -295,7 +306,7 @@ class ApiRoute:
             f"        {PREFIX}e = {PREFIX}cache[{PREFIX}k]",
             "    except KeyError:",
             f"        {PREFIX}e = {PREFIX}entries[{PREFIX}resolve({PREFIX}k)]",
-            f"    return {PREFIX}e({self.shape.entry_forward()})",
+            f"    return {PREFIX}e({self.shape.entry_forward()}{self.extra_forward})",
         ]
         return "\n".join(lines) + "\n"
 
@@ -330,7 +341,7 @@ class ApiRoute:
         if wrapper is None:
             return
         source = (
-            f"def {PREFIX}original({self.shape.entry_header()}):\n"
+            f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n"
             f"    return {PREFIX}orig({self.shape.forward()})\n"
         )
         passthrough = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current}, "<trace_apply retired>")
@@ -475,6 +486,8 @@ class ApiRoute:
                     guard=guard,
                     prelude=[reconcile.cache_prelude(self.instance)] if self.cache_layout_expr else [],
                     const_values=const_values,
+                    shape_reads=route.shape_reads,
+                    extra_header=self.extra_header,
                 ))
 
             hit = build(self.tick_hit)
@@ -509,7 +522,7 @@ class ApiRoute:
         entry = self._fallbacks.get(None)
         if entry is None:
             source = (
-                f"def {PREFIX}original({self.shape.entry_header()}):\n"
+                f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n"
                 f"    return {PREFIX}orig({self.shape.forward()})\n"
             )
             entry = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current},

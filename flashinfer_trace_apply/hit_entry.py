@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -62,6 +63,11 @@ class EntryParts:
     guard: Optional[CallGuard] = None
     prelude: Sequence[str] = ()
     const_values: Dict[str, Any] = field(default_factory=dict)
+    # Parameter -> the entry parameter holding its ``.shape`` as the wrapper
+    # read it for the key (None when the key took the slow path), and the
+    # header text of those trailing parameters (every entry of the API takes them).
+    shape_reads: Dict[str, str] = field(default_factory=dict)
+    extra_header: str = ""
 
 
 @dataclass
@@ -99,11 +105,19 @@ def build_hit_entry(parts: EntryParts) -> Callable:
     body += list(parts.prelude)
     body += guard_lines(parts, ns)
     body += call_lines(parts, call)
+    shapes = parts.shape_reads
     convention = dataclasses.replace(
-        parts.convention, outputs=expected_shapes(parts.template, parts.convention, parts.inputs, parts.const_values)
+        parts.convention,
+        outputs=expected_shapes(parts.template, parts.convention, parts.inputs, parts.const_values, shapes),
     )
-    body += delivery_lines(convention)
-    source = f"def {P}hit({parts.shape.entry_header()}):\n" + _indent(body)
+    delivery = delivery_lines(convention, shapes)
+    # The shapes the wrapper read for the key: read here only when it did not.
+    text = "\n".join(delivery)
+    for param, var in shapes.items():
+        if re.search(rf"\b{var}\b", text):
+            body.append(f"if {var} is None: {var} = {param}.shape")
+    body += delivery
+    source = f"def {P}hit({parts.shape.entry_header()}{parts.extra_header}):\n" + _indent(body)
     return compile_function(f"{P}hit", source, ns, f"<trace_apply hit {parts.fi_api} {parts.definition}>")
 
 
@@ -300,16 +314,26 @@ def call_lines(parts: EntryParts, call: SolutionCall) -> List[str]:
         dest_args = ", ".join(o.dest if o.dest else "None" for o in outputs)
         in_args = ", ".join(f"{s.key!r}: {s.expr}" for s in parts.inputs)
         lines.append(f"{P}outs = {P}alloc({{{in_args}}}, ({dest_args},))")
-    if call.conditional:
-        lines.append(f"{P}kw = {{}}")
-        for target, expr in call.conditional:
-            lines.append(f"{P}v = {expr}")
-            lines.append(f"if {P}v is not None: {P}kw[{target!r}] = {P}v")
-        args.append(f"**{P}kw")
+    if len(call.conditional) == 1:
+        # One argument passed only when not None: two calls, no dict per call.
+        (target, expr), = call.conditional
+        lines.append(f"{P}v = {expr}")
+        calls = [
+            f"    if {P}v is None: {P}r = {P}fn({', '.join(args)})",
+            f"    else: {P}r = {P}fn({', '.join(args + [f'{target}={P}v'])})",
+        ]
+    else:
+        if call.conditional:
+            lines.append(f"{P}kw = {{}}")
+            for target, expr in call.conditional:
+                lines.append(f"{P}v = {expr}")
+                lines.append(f"if {P}v is not None: {P}kw[{target!r}] = {P}v")
+            args.append(f"**{P}kw")
+        calls = [f"    {P}r = {P}fn({', '.join(args)})"]
     lines += [
         f"{P}in[0] = True",
         "try:",
-        f"    {P}r = {P}fn({', '.join(args)})",
+        *calls,
         f"except Exception as {P}exc:",
         f"    {P}annotate({P}exc)",
         "    raise",
@@ -324,10 +348,10 @@ def call_lines(parts: EntryParts, call: SolutionCall) -> List[str]:
 # -- delivery ------------------------------------------------------------------
 
 
-def delivery_lines(convention: ReturnConvention) -> List[str]:
+def delivery_lines(convention: ReturnConvention, shapes: Optional[Dict[str, str]] = None) -> List[str]:
     if convention.returns_none:
         return _in_place_delivery(convention.outputs)
-    return _returned_delivery(convention)
+    return _returned_delivery(convention, shapes or {})
 
 
 def _in_place_delivery(outputs: Sequence[OutputPlan]) -> List[str]:
@@ -348,11 +372,17 @@ def _in_place_delivery(outputs: Sequence[OutputPlan]) -> List[str]:
     return lines + [f"{P}tick()", "return None"]
 
 
-def _returned_delivery(convention: ReturnConvention) -> List[str]:
+def _returned_delivery(convention: ReturnConvention, shapes: Dict[str, str]) -> List[str]:
     outputs = convention.outputs
     n = len(outputs)
     arity = convention.arity_param
     lines: List[str] = []
+    # An input attribute several results are compared with is read once.
+    reads: Dict[str, int] = {}
+    for o in outputs:
+        for text in _compared_reads(o):
+            reads[text] = reads.get(text, 0) + 1
+    hoisted = {text: f"{P}a{i}" for i, text in enumerate(t for t, count in reads.items() if count > 1)}
     if n == 1 and arity is None:
         lines += [f"if {P}r.__class__ is not {P}T:", f"    {P}r = {P}results({P}r, 1, 1)[0]"]
         var = [f"{P}r"]
@@ -377,8 +407,9 @@ def _returned_delivery(convention: ReturnConvention) -> List[str]:
         return [f"if {arity}:"] + ["    " + line for line in block]
 
     # Every result is checked before any is written into a caller's buffer.
+    lines += [f"{name} = {text}" for text, name in hoisted.items()]
     for i, o in enumerate(outputs):
-        lines += only_if_asked(i, _check_lines(o, var[i]))
+        lines += only_if_asked(i, _check_lines(o, var[i], shapes, hoisted))
     for i, o in enumerate(outputs):
         lines += only_if_asked(i, _write_lines(o, var[i]))
     lines.append(f"{P}tick()")
@@ -393,12 +424,13 @@ def _returned_delivery(convention: ReturnConvention) -> List[str]:
     return lines
 
 
-def _check_lines(o: OutputPlan, var: str) -> List[str]:
+def _check_lines(o: OutputPlan, var: str, shapes: Optional[Dict[str, str]] = None,
+                 hoisted: Optional[Dict[str, str]] = None) -> List[str]:
     """Raise unless the result fits: exactly its destination buffer when
     the caller gave one, else the dtype, full shape and device the API
     returns (read off the input it must resemble, or its template dims)."""
     lines: List[str] = []
-    returned = _returned_check(o, var)
+    returned = _returned_check(o, var, shapes or {}, hoisted or {})
     if o.dest:
         lines.append(
             f"if {o.dest} is not None: "
@@ -413,17 +445,33 @@ def _check_lines(o: OutputPlan, var: str) -> List[str]:
     return lines
 
 
-def _returned_check(o: OutputPlan, var: str) -> str:
+def _compared_reads(o: OutputPlan) -> List[str]:
+    """The input attributes a returned result is compared with (dtype, device)."""
+    out = [f"{o.dtype_like}.dtype"] if o.dtype_like and o.dtype_like.isidentifier() else []
+    device_like = o.shape_like or o.device_like
+    if device_like and device_like.isidentifier():
+        out.append(f"{device_like}.device")
+    return out
+
+
+def _returned_check(o: OutputPlan, var: str, shapes: Dict[str, str], hoisted: Dict[str, str]) -> str:
+    """The inline test of a returned result: its class, then dtype, shape
+    and device against what the API returns (shapes the wrapper read for
+    the key are reused; dtypes compared by identity, they are singletons)."""
     tests = [f"{var}.__class__ is not {P}T"]
     dtype = f"{o.dtype_like}.dtype" if o.dtype_like else f"{P}torch.{o.fixed_dtype}" if o.fixed_dtype else None
     if dtype:
-        tests.append(f"{var}.dtype is not {dtype}")
-    shape_expr = f"{o.shape_like}.shape" if o.shape_like else o.shape_expr
+        tests.append(f"{var}.dtype is not {hoisted.get(dtype, dtype)}")
+    if o.shape_like:
+        shape_expr = shapes.get(o.shape_like, f"{o.shape_like}.shape")
+    else:
+        shape_expr = o.shape_expr
     if shape_expr:
         tests.append(f"{var}.shape != {shape_expr}")
     device_like = o.shape_like or o.device_like
     if device_like:
-        tests.append(f"{var}.device != {device_like}.device")
+        device = f"{device_like}.device"
+        tests.append(f"{var}.device != {hoisted.get(device, device)}")
     if len(tests) == 1:
         # Nothing known to compare with: a tensor, or a (k, v) pair, passes.
         return f"if {var}.__class__ is not {P}T and {var}.__class__ not in {P}seq: {P}wrong({var}, None, None, None, {o.key!r})"

@@ -123,8 +123,20 @@ class KeyCode:
         var = memo.get(("shape", param, tuple_idx))
         if var is not None:
             return var
-        var = memo[("shape", param, tuple_idx)] = f"{P}s{len(memo)}"
+        var = memo[("shape", param, tuple_idx)] = shape_var(param, tuple_idx)
         return f"({var} := {self.tensor_base(param, tuple_idx, memo)}.shape)"
+
+    def shape_reads(self, sources: Sequence[AxisSource]) -> Dict[str, str]:
+        """Parameter -> the wrapper local holding its ``.shape``, for the
+        plain tensor parameters the inline key of ``sources`` reads (none
+        when the key takes the slow path). The wrapper hands these to the
+        entry, whose result checks then compare against them instead of
+        reading the shape again."""
+        memo: Dict[Any, str] = {}
+        exprs = [self.axis_expr(s, memo) for s in sources]
+        if any(e is None for e in exprs):
+            return {}
+        return {key[1]: var for key, var in memo.items() if key[0] == "shape" and key[2] is None}
 
     def values_expr(self, sources: Sequence[AxisSource], dtype_inputs: Sequence[Tuple[str, str, Optional[int]]]) -> Optional[List[str]]:
         """One expression per key value of a template, or None when some
@@ -177,6 +189,12 @@ class KeyCode:
         """The selector key from a bound call (``ns``): the same value the
         inline text gives."""
         return tuple(summary(ns[name]) for name in reads if self.shape.has(name))
+
+
+def shape_var(param: str, tuple_idx: Optional[int]) -> str:
+    """The wrapper local holding one tensor's ``.shape`` (named by what it
+    holds, so every template of an API names it alike)."""
+    return f"{P}s_{param}" if tuple_idx is None else f"{P}s_{param}_{tuple_idx}"
 
 
 # Learned selector choices tested inline in _fita_choose (the rest: one dict lookup).

@@ -182,12 +182,15 @@ class CallGuard:
 
 
 def expected_shapes(
-    template: Any, convention: ReturnConvention, inputs: Sequence[InputSource], const_values: Dict[str, Any]
+    template: Any, convention: ReturnConvention, inputs: Sequence[InputSource], const_values: Dict[str, Any],
+    shapes: Optional[Dict[str, str]] = None,
 ) -> Tuple[OutputPlan, ...]:
     """The convention's outputs with, for those that match no input's dims,
     the shape a returned result must have (const axes from the definition,
     the others off a required input carrying the axis) and an input whose
-    device it must be on. An axis found nowhere leaves the shape unchecked."""
+    device it must be on. An axis found nowhere leaves the shape unchecked.
+    ``shapes``: parameter -> a local already holding its ``.shape``."""
+    shapes = shapes or {}
     from flashinfer.trace.template import Tensor  # noqa: PLC0415
 
     plain = {src.key: src.expr for src in inputs if src.expr.isidentifier() and src.expr != "None"}
@@ -213,7 +216,7 @@ def expected_shapes(
             if axis in const_values:
                 dims.append(repr(int(const_values[axis])))
                 continue
-            found = next((f"{expr}.shape[{names.index(axis)}]" for expr, names in carriers if axis in names), None)
+            found = next((f"{shapes.get(expr, expr + '.shape')}[{names.index(axis)}]" for expr, names in carriers if axis in names), None)
             if found is None:
                 dims = None
                 break

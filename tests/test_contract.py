@@ -405,3 +405,24 @@ def test_a_kept_method_wrapper_passes_keyword_only_arguments_on_after_disable():
     args, kwargs = received[-1]
     assert args[0] is q and args[1] is cache and len(args) == 2
     assert kwargs["return_lse"] is True and kwargs["window_left"] == 3
+
+
+def test_a_selector_result_with_the_wrong_batch_is_refused_whether_the_key_was_read_inline_or_bound():
+    """The entry compares results with the shapes the wrapper read for the
+    key, or reads them itself when the key was bound (the first call for a
+    selector key): both refuse a result of another batch, and a later
+    batch's right result passes."""
+    def stale_batch(branch, residual, next_weight, alpha, beta, **_):
+        return residual[:2] + branch[:2], branch[:2] * 2  # always two rows
+
+    fita.enable_apply({"gated_residual_next_rmsnorm_h64": stale_batch})
+    api = flashinfer.norm.gated_residual_next_rmsnorm
+    weight, beta = torch.randn(H), torch.randn(H)
+    for _ in range(2):  # first call: bound key; second: inline key
+        branch, residual = torch.randn(3, H), torch.randn(3, H)
+        with pytest.raises(SolutionCallError, match=r"residual_out: result .* does not have the shape the API returns, \(3, 64\)"):
+            api(branch, residual, weight, torch.randn(H), beta)
+    residual_out, ffn = api(torch.randn(2, H), torch.randn(2, H), weight, torch.randn(H), beta)
+    assert residual_out.shape == ffn.shape == (2, H)
+    assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["error"] == 2
+    assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["hit"] == 1
