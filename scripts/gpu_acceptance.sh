@@ -14,7 +14,7 @@ set -uo pipefail
 FINAL=${OUT:-/tmp/gpu-acceptance}
 OUT=$(mktemp -d)
 LIMIT=${GPU_ACCEPTANCE_LIMIT:-470}
-PARTS=${PARTS:-startup,routing,bundled,policies,engines,curate,check,fib}  # a subset reruns only those
+PARTS=${PARTS:-startup,routing,loaders,bundled,policies,engines,curate,check,fib}  # a subset reruns only those
 # bench: kernel time of the families in BENCH_FAMILIES (bench_solutions.py --family), run last and alone
 # on the GPU so the other parts do not share it; FlashInfer's JIT builds are cached by then.
 want() { [[ ",$PARTS," == *",$1,"* ]]; }
@@ -35,7 +35,8 @@ pytest_part() {  # name, files...
   echo "$name: rc=$? $(tail -n 1 "$OUT/$name.log")" | tee -a "$OUT/summary.txt"
 }
 # 2. the GPU tests, in independent groups side by side
-want routing && pytest_part routing tests/test_gpu.py tests/test_loaders.py &
+want routing && pytest_part routing tests/test_gpu.py &
+want loaders && pytest_part loaders tests/test_loaders.py &  # builds a torch extension: minutes
 want bundled && pytest_part bundled tests/test_fast_launch.py tests/test_bundled_*_gpu.py &
 want policies && pytest_part policies tests/test_gpu_policies.py &
 want engines && pytest_part engines tests/test_engine_call_patterns_gpu.py &
