@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
+CANDIDATES = ROOT / "candidates"  # scripts/build_solutions.py: catalog entries not (yet) bundled
 SECTION = "## Bundled solutions"
 
 DEFAULT_DEFINITIONS = [
@@ -310,12 +311,30 @@ def _quiet_disable(fita: Any) -> None:
         fita.disable_apply()
 
 
+def catalog_solutions() -> Dict[str, Any]:
+    """Every generated solution by definition: the bundled folder's and
+    candidates/'s (catalog entries left out until a run like this one
+    shows them at the bar)."""
+    import flashinfer_trace_apply as fita  # noqa: PLC0415
+
+    found = dict(fita.load_solutions(CANDIDATES)) if (CANDIDATES / "solutions").is_dir() else {}
+    found.update(fita.load_solutions(fita.bundled_solutions_path()))
+    return found
+
+
+def catalog_folder(definition: str) -> Path:
+    import flashinfer_trace_apply as fita  # noqa: PLC0415
+
+    bundled = fita.bundled_solutions_path()
+    return bundled if definition in fita.load_solutions(bundled) else CANDIDATES
+
+
 def bench_definition(definition: str, dtype_name: str, batches: List[int], args: argparse.Namespace, progress: Callable[[str], None]) -> List[Dict[str, Any]]:
     import torch  # noqa: PLC0415
 
     import flashinfer_trace_apply as fita  # noqa: PLC0415
 
-    folder = fita.bundled_solutions_path()
+    folder = catalog_folder(definition)
     solution = fita.load_solutions(folder)[definition]
     definitions = {k: v for k, v in fita.load_definitions(folder).items() if k == definition}
     dtype = getattr(torch, dtype_name)
@@ -585,13 +604,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         import flashinfer_trace_apply as fita  # noqa: PLC0415
 
-        bundled = sorted(fita.load_solutions(fita.bundled_solutions_path()))
+        bundled = sorted(catalog_solutions())
         families = [f.strip() for f in (args.family or "").split(",") if f.strip()]
         if families:
             definitions = [d for d in bundled if _op_and_size(d)[0] in families]
             missing = [f for f in families if not any(_op_and_size(d)[0] == f for d in definitions)]
             if missing:
-                print(f"no bundled definition of: {', '.join(missing)}", file=sys.stderr)
+                print(f"no bundled or candidate definition of: {', '.join(missing)}", file=sys.stderr)
                 return 2
         else:
             definitions = bundled if args.all else (args.definitions or DEFAULT_DEFINITIONS)

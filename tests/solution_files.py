@@ -50,3 +50,18 @@ def write_solution(folder: Path, relative: str, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload))
     return path
+
+
+CANDIDATES = Path(__file__).resolve().parent.parent / "candidates"
+
+
+def catalog_folder(definition: str) -> Path:
+    """The generated folder holding ``definition``: the bundled one, or
+    candidates/ for a catalog entry the routing file leaves out (tests hold
+    those kernels to the same rules before a GPU run bundles them)."""
+    import flashinfer_trace_apply as fita  # noqa: PLC0415 - only tests that route need it
+
+    for folder in (fita.bundled_solutions_path(), CANDIDATES):
+        if any((folder / "solutions").rglob(f"{definition}.json")):
+            return folder
+    raise KeyError(f"{definition}: neither bundled nor a candidate (scripts/build_solutions.py's catalog)")

@@ -20,6 +20,7 @@ import torch
 
 import flashinfer
 import flashinfer_trace_apply as fita
+from solution_files import catalog_folder
 
 pytestmark = pytest.mark.gpu
 
@@ -32,7 +33,7 @@ DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (tor
 
 
 def enable():
-    folder = fita.bundled_solutions_path()
+    folder = catalog_folder(DEFINITION)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fita.enable_apply({DEFINITION: fita.load_solutions(folder)[DEFINITION]}, definitions=folder)
@@ -63,7 +64,16 @@ def assert_same_routing(got, want, what, scores=None, bias=None):
     torch.testing.assert_close(gv[~differ], wv[~differ], rtol=tol[0], atol=tol[1], msg=what)
 
 
-@pytest.mark.parametrize("dtype,bias_dtype", DTYPES, ids=["fp32", "bf16", "bf16-fp32-bias", "fp16"])
+# Why fused_topk_deepseek_e256_k8 is a candidate, not bundled (candidates/README.md):
+# on the H200 (2026-12-02) these cases disagreed with FlashInfer's kernel. Kept
+# as the bar the kernel must pass before scripts/bundle_routing.json bundles it.
+DISAGREES_ON_H200 = pytest.mark.xfail(
+    reason="candidate: fp32 weights beyond 2e-6, routing differs at n_group 8/1, 16/4, 32/4 and in graph replay "
+           "(H200, 2026-12-02)", strict=False)
+
+
+@pytest.mark.parametrize("dtype,bias_dtype", [pytest.param(*DTYPES[0], marks=DISAGREES_ON_H200), *DTYPES[1:]],
+                         ids=["fp32", "bf16", "bf16-fp32-bias", "fp16"])
 def test_routing_matches_flashinfers_kernel(dtype, bias_dtype):
     torch.manual_seed(0)
     bias = (torch.randn(256, device="cuda") * 0.1).to(bias_dtype)
@@ -79,6 +89,7 @@ def test_routing_matches_flashinfers_kernel(dtype, bias_dtype):
         assert_same_routing(got, want, f"{dtype} bias {bias_dtype} tokens={tokens}", scores, bias)
 
 
+@DISAGREES_ON_H200
 @pytest.mark.parametrize("n_group,topk_group", [(8, 1), (16, 4), (32, 4)])
 def test_other_groupings_match(n_group, topk_group):
     torch.manual_seed(1)
@@ -93,6 +104,7 @@ def test_other_groupings_match(n_group, topk_group):
     assert_same_routing(got, want, f"n_group={n_group} topk_group={topk_group}", scores, bias)
 
 
+@DISAGREES_ON_H200
 def test_routed_routing_replays_in_a_cuda_graph():
     """Decode runs as CUDA-graph replays: warmed, captured, replayed on new
     logits, the routed kernel writes the caller's buffers."""

@@ -59,6 +59,8 @@ def test_quant_norms_match_flashinfers_kernels(dtype, fp8):
     for definition in bundled("rmsnorm_quant_h"):
         n = int(definition.rsplit("_h", 1)[1])
         fused = f"fused_add_rmsnorm_quant_h{n}"
+        # widths where the fused kernel lost on the H200 are left to FlashInfer's
+        fused_bundled = fused in bundled("fused_add_rmsnorm_quant_h")
         for batch in BATCHES:
             what = f"{definition} {dtype} {fp8} batch={batch}"
             x = torch.randn(batch, n, dtype=dtype, device="cuda")
@@ -69,13 +71,14 @@ def test_quant_norms_match_flashinfers_kernels(dtype, fp8):
             want_f, want_r = torch.empty_like(want), r.clone()
             flashinfer.norm.fused_add_rmsnorm_quant(want_f, x, want_r, w, scale, 1e-6)
 
-            enable(definition, fused)
+            enable(definition, *([fused] if fused_bundled else []))
             try:
                 got = torch.empty_like(want)
                 flashinfer.norm.rmsnorm_quant(got, x, w, scale, 1e-6)
                 got_f, got_r = torch.empty_like(want), r.clone()
                 flashinfer.norm.fused_add_rmsnorm_quant(got_f, x, got_r, w, scale, 1e-6)
-                assert hits("flashinfer.norm.rmsnorm_quant") == 1 and hits("flashinfer.norm.fused_add_rmsnorm_quant") == 1
+                assert hits("flashinfer.norm.rmsnorm_quant") == 1
+                assert hits("flashinfer.norm.fused_add_rmsnorm_quant") == int(fused_bundled)
             finally:
                 fita.disable_apply()
             assert_fp8_close(got, want, what)

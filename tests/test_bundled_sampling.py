@@ -18,20 +18,21 @@ import torch
 
 import flashinfer
 import flashinfer_trace_apply as fita
+from solution_files import catalog_folder
 from flashinfer_trace_apply import loaders
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-SAMPLING = sorted(p.stem for p in (ROOT / "solutions" / "sampling").glob("*.json"))
+SAMPLING = sorted(p.stem for root in (ROOT, ROOT / "candidates") for p in (root / "solutions" / "sampling").glob("*.json"))
 
 
 def solution(definition):
-    return loaders.load(fita.load_solutions(fita.bundled_solutions_path())[definition], definition).fn
+    return loaders.load(fita.load_solutions(catalog_folder(definition))[definition], definition).fn
 
 
 def reference(definition):
     namespace: dict = {}
-    exec(json.loads((ROOT / "definitions" / "sampling" / f"{definition}.json").read_text())["reference"], namespace)
+    exec(json.loads((catalog_folder(definition) / "definitions" / "sampling" / f"{definition}.json").read_text())["reference"], namespace)
     return namespace["run"]
 
 
@@ -39,7 +40,7 @@ def probs(rows, vocab, dtype=torch.float32, sharpness=3.0):
     return torch.softmax(torch.randn(rows, vocab, device=DEVICE) * sharpness, dim=-1).to(dtype)
 
 
-def test_the_five_vocabularies_are_bundled_for_both_ops():
+def test_the_five_vocabularies_are_generated_for_both_ops():
     sizes = [128256, 129280, 151936, 152064, 262144]
     assert SAMPLING == sorted(f"{op}_v{v}" for op in ("top_k_renorm_probs", "top_p_renorm_probs") for v in sizes)
 
@@ -93,7 +94,7 @@ def test_top_p_uses_the_row_sum_and_keeps_the_max_at_p_zero():
 
 
 def _enable(definition):
-    folder = fita.bundled_solutions_path()
+    folder = catalog_folder(definition)
     fita.enable_apply({definition: fita.load_solutions(folder)[definition]},
                       definitions={definition: fita.load_definitions(folder)[definition]})
 

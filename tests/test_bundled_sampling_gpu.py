@@ -17,17 +17,19 @@ import torch
 
 import flashinfer
 import flashinfer_trace_apply as fita
+from solution_files import catalog_folder
 from flashinfer_trace_apply import loaders
 
 pytestmark = pytest.mark.gpu
 
 ROOT = Path(__file__).resolve().parent.parent
-VOCABS = sorted(int(p.stem.rsplit("_v", 1)[1]) for p in (ROOT / "solutions" / "sampling").glob("top_k_*.json"))
+VOCABS = sorted(int(p.stem.rsplit("_v", 1)[1]) for root in (ROOT, ROOT / "candidates")
+                for p in (root / "solutions" / "sampling").glob("top_k_*.json"))
 ROWS = [1, 3, 127, 256]
 
 
 def solution(definition):
-    return loaders.load(fita.load_solutions(fita.bundled_solutions_path())[definition], definition).fn
+    return loaders.load(fita.load_solutions(catalog_folder(definition))[definition], definition).fn
 
 
 def make_probs(rows, vocab, dtype):
@@ -77,8 +79,8 @@ def test_top_p_matches_flashinfer(vocab):
 
 
 def test_routed_calls_hit_and_agree():
-    folder = fita.bundled_solutions_path()
     names = ["top_k_renorm_probs_v128256", "top_p_renorm_probs_v128256"]
+    folder = catalog_folder(names[0])
     torch.manual_seed(0)
     x = make_probs(16, 128256, torch.float32)
     k = torch.full((16,), 40, dtype=torch.int32, device="cuda")
