@@ -242,7 +242,9 @@ def parse_policy(text: str, origin: str | os.PathLike[str] = POLICY_FILE) -> Fol
     origin = os.fspath(origin)
     loc = _Located(origin)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # libyaml's loader when PyYAML has it: the same nodes and marks, about
+        # ten times faster on the bundled folder's file (read at every enable).
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{origin}:{mark.line + 1}" if mark is not None else origin

@@ -156,10 +156,25 @@ def name_prefix(template: Any) -> str:
     return template.name_prefix if template.name_prefix is not None else template.op_type
 
 
+# Per template (by identity; the template is kept in the value, so an id is
+# never reused while cached): enable matches every registered name against
+# every template, about a thousand times for the bundled folder.
+_NAME_PATTERNS: Dict[int, Tuple[Any, "re.Pattern[str]"]] = {}
+
+
 def name_pattern(template: Any) -> "re.Pattern[str]":
     """A regex matching every definition name this template can produce:
     the prefix, then each const axis as ``_<abbrev><int>`` (omitted when the
     call does not carry the axis, as FlashInfer's naming rule does)."""
+    cached = _NAME_PATTERNS.get(id(template))
+    if cached is not None and cached[0] is template:
+        return cached[1]
+    pattern = _build_name_pattern(template)
+    _NAME_PATTERNS[id(template)] = (template, pattern)
+    return pattern
+
+
+def _build_name_pattern(template: Any) -> "re.Pattern[str]":
     from flashinfer.trace.template import Const  # noqa: PLC0415
 
     parts = [re.escape(name_prefix(template))]
@@ -174,6 +189,9 @@ def name_pattern(template: Any) -> "re.Pattern[str]":
 
 
 def could_produce(template: Any, names: Sequence[str]) -> bool:
+    prefix = name_prefix(template)
+    if not any(n.startswith(prefix) for n in names):
+        return False  # the pattern starts with the prefix: no need to build it
     pattern = name_pattern(template)
     return any(pattern.match(n) for n in names)
 
