@@ -15,6 +15,11 @@ from typing import Any, Callable, Dict, List
 
 _P = inspect.Parameter
 PREFIX = "_fita_"  # reserved for generated locals and globals
+# Most arguments an entry call passes one by one. CPython 3.11 calls a
+# function with 31 or more positional arguments by its slow path (a
+# 36-argument call cost ~0.4 us more than a 30-argument one): past this,
+# an entry takes its trailing parameters as one tuple.
+ENTRY_ARGS = 30
 
 
 class CallShape:
@@ -29,6 +34,7 @@ class CallShape:
         self.defaults: Dict[str, Any] = {
             p.name: p.default for p in self.parameters if p.default is not _P.empty
         }
+        self.reserve(0)
 
     def header(self, with_defaults: bool) -> str:
         """``a, b, /, c=<default>, *args, d=<default>, **kw`` for a ``def``."""
@@ -68,15 +74,39 @@ class CallShape:
                 out.append(p.name)
         return ", ".join(out)
 
+    def reserve(self, extra: int) -> None:
+        """Entries also take ``extra`` trailing parameters (the shapes the
+        wrapper read): keep the whole entry call within ``ENTRY_ARGS``."""
+        n = len(self.parameters)
+        self.split = n if n + extra <= ENTRY_ARGS else max(0, ENTRY_ARGS - 1 - extra)
+
     def entry_header(self) -> str:
         """Parameters of the entries a wrapper calls: every parameter
         positional (``*args`` arrives as the tuple, ``**kwargs`` as the
-        dict), so the wrapper's call costs no keyword matching."""
-        return ", ".join(p.name for p in self.parameters)
+        dict), so the wrapper's call costs no keyword matching. Past
+        ``ENTRY_ARGS`` the trailing parameters arrive as one tuple
+        (``_fita_tail``, unpacked by ``entry_unpack``)."""
+        head = self.names[: self.split]
+        return ", ".join(head + [f"{PREFIX}tail"] if self.split < len(self.names) else head)
 
     def entry_forward(self) -> str:
         """Argument text calling an entry (see ``entry_header``)."""
-        return self.entry_header()
+        head = self.names[: self.split]
+        if self.split < len(self.names):
+            head = head + ["(" + "".join(n + ", " for n in self.names[self.split:]) + ")"]
+        return ", ".join(head)
+
+    def entry_unpack(self) -> list:
+        """Lines an entry starts with: its tail parameters by name."""
+        if self.split == len(self.names):
+            return []
+        return ["".join(n + ", " for n in self.names[self.split:]) + f"= {PREFIX}tail"]
+
+    def entry_arguments(self, args: tuple) -> Dict[str, Any]:
+        """Parameter name -> value, from the arguments an entry received."""
+        if self.split < len(self.names) and len(args) > self.split:
+            args = tuple(args[: self.split]) + tuple(args[self.split])
+        return dict(zip(self.names, args))
 
     def has(self, name: str) -> bool:
         return any(

@@ -157,6 +157,8 @@ class ApiRoute:
         self.shape_vars = list(dict.fromkeys(v for route in self.templates for v in route.shape_reads.values()))
         self.extra_header = "".join(f", {v}=None" for v in self.shape_vars)
         self.extra_forward = "".join(f", {v}" for v in self.shape_vars)
+        self.shape.reserve(len(self.shape_vars))
+        self.unpack = "".join(f"    {line}\n" for line in self.shape.entry_unpack())
         # Selector APIs: the arguments the selector reads (None: unknown, so
         # every call binds), and the template chosen per selector key.
         self.selector_reads = selector_reads(self.selector) if self.selector is not None else None
@@ -173,6 +175,7 @@ class ApiRoute:
             self.fallback(counters.FALLBACK_INSIDE_SOLUTION),
         ]
         self.miss = self.entries[MISS]
+        self.miss_tick = self.context.board.ticker(spec.fi_api, counters.FALLBACK_NO_CANDIDATE)
 
         def resolve_index(key: Any) -> int:  # a plain function: it can carry the compile mark
             return self._resolve_index(key)
@@ -235,9 +238,9 @@ class ApiRoute:
         lines = unset + ["try:", f"    {PREFIX}t = {PREFIX}choose({', '.join(self.selector_args)})"]
         for index, route in enumerate(self.templates):
             values = self._template_values(route)
-            key = f"({index}, (" + "".join(v + ", " for v in values) + "))" if values is not None else None
+            key = f"({index}, " + "".join(v + ", " for v in values) + ")" if values is not None else None
             lines.append(f"    {'if' if index == 0 else 'elif'} {PREFIX}t == {index}: " + (f"{PREFIX}k = {key}" if key else slow))
-        lines += [f"    else: {PREFIX}k = (-1, ())", "except Exception:", *("    " + u for u in unset), f"    {slow}"]
+        lines += [f"    else: {PREFIX}k = (-1,)", "except Exception:", *("    " + u for u in unset), f"    {slow}"]
         return lines
 
     def _plan_sources(self) -> Tuple[Dict[str, str], Dict[str, Any]]:
@@ -271,6 +274,7 @@ class ApiRoute:
             tick = self.context.board.ticker(self.spec.fi_api, status)
             source = (
                 f"def {PREFIX}{status}({self.shape.entry_header()}{self.extra_header}):\n"
+                f"{self.unpack}"
                 f"    {PREFIX}tick()\n"
                 f"    return {PREFIX}orig({self.shape.forward()})\n"
             )
@@ -306,6 +310,10 @@ class ApiRoute:
             f"        {PREFIX}e = {PREFIX}cache[{PREFIX}k]",
             "    except KeyError:",
             f"        {PREFIX}e = {PREFIX}entries[{PREFIX}resolve({PREFIX}k)]",
+            # No candidate: the original straight from here (one call fewer).
+            f"    if {PREFIX}e is {PREFIX}miss:",
+            f"        {PREFIX}miss_tick()",
+            f"        return {PREFIX}orig({self.shape.forward()})",
             f"    return {PREFIX}e({self.shape.entry_forward()}{self.extra_forward})",
         ]
         return "\n".join(lines) + "\n"
@@ -318,6 +326,9 @@ class ApiRoute:
             f"{PREFIX}slow_key": self.slow_key,
             f"{PREFIX}resolve": self.resolve_index,
             f"{PREFIX}entries": self.entries,
+            f"{PREFIX}miss": self.miss,
+            f"{PREFIX}miss_tick": self.miss_tick,
+            f"{PREFIX}orig": self.spec.current,
             f"{PREFIX}seq": (tuple, list),
             f"{PREFIX}atoms": ATOMS,
             f"{PREFIX}summary": summary,
@@ -342,6 +353,7 @@ class ApiRoute:
             return
         source = (
             f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n"
+            f"{self.unpack}"
             f"    return {PREFIX}orig({self.shape.forward()})\n"
         )
         passthrough = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current}, "<trace_apply retired>")
@@ -351,6 +363,7 @@ class ApiRoute:
         space[f"{PREFIX}slow_key"] = _no_key
         space[f"{PREFIX}cache"] = {}
         space[f"{PREFIX}choose"] = _no_choice
+        space[f"{PREFIX}miss"] = space[f"{PREFIX}miss_tick"] = None
         wrapper.__dict__.pop("__fita_route__", None)
 
     # -- slow paths ---------------------------------------------------------
@@ -391,7 +404,7 @@ class ApiRoute:
                 self._learn_choice(self.keys.selector_key_slow(self.selector_reads, raw), index)
             except TypeError:
                 pass  # an unhashable argument: this call stays on the slow path
-        return (index, self._key_from(self.templates[index], ns)) if index >= 0 else (-1, ())
+        return (index, *self._key_from(self.templates[index], ns)) if index >= 0 else (-1,)
 
     def _split(self, key: Any) -> Tuple[Optional[TemplateRoute], tuple, tuple]:
         """(template route, const-axis values, dtypes) of a key."""
@@ -399,7 +412,7 @@ class ApiRoute:
             route = self.templates[0]
             values = key if isinstance(key, tuple) else (key,)
         else:
-            index, values = key
+            index, values = key[0], key[1:]
             if index < 0:
                 return None, (), ()
             route = self.templates[index]
@@ -514,7 +527,7 @@ class ApiRoute:
     def _entry_namespace(self, args: tuple, kwargs: dict) -> Dict[str, Any]:
         """Parameter name -> value of a call as entries receive it (every
         parameter positional: see CallShape.entry_header)."""
-        return dict(zip(self.shape.names, args))
+        return self.shape.entry_arguments(args)
 
     def _original_entry(self) -> Callable:
         """An entry that runs the original and counts nothing (the guarded
@@ -523,6 +536,7 @@ class ApiRoute:
         if entry is None:
             source = (
                 f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n"
+                f"{self.unpack}"
                 f"    return {PREFIX}orig({self.shape.forward()})\n"
             )
             entry = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current},

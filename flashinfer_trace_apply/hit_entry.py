@@ -100,7 +100,8 @@ def build_hit_entry(parts: EntryParts) -> Callable:
     ns.update(parts.extra_globals)
     call = solution_call(parts)
     # A call from inside this solution first: it reaches the original whatever its arguments.
-    body = [f"{P}in = {P}inside.flag", f"if {P}in[0]: return {P}reentered({parts.shape.entry_forward()})"]
+    body = parts.shape.entry_unpack()
+    body += [f"{P}in = {P}inside.flag", f"if {P}in[0]: return {P}reentered({parts.shape.entry_forward()})"]
     body += arguments_lines(parts, call, ns)
     body += list(parts.prelude)
     body += guard_lines(parts, ns)

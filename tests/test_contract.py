@@ -426,3 +426,30 @@ def test_a_selector_result_with_the_wrong_batch_is_refused_whether_the_key_was_r
     assert residual_out.shape == ffn.shape == (2, H)
     assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["error"] == 2
     assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["hit"] == 1
+
+
+def test_an_api_of_more_than_thirty_parameters_keeps_its_trailing_arguments():
+    """Entries of trtllm_batch_decode_with_kv_cache (36 parameters) take the
+    trailing ones as one tuple (a call of 31+ arguments is slow in CPython):
+    a trailing argument the solution takes still reaches it, and one it
+    cannot take still sends the call to the original."""
+    received = []
+
+    def decode(query, kv_cache, block_tables, seq_lens, max_seq_len, bmm1_scale=1.0, bmm2_scale=1.0, request_order=None):
+        received.append(request_order)
+        return query * 2
+
+    api_name = "flashinfer.decode.trtllm_batch_decode_with_kv_cache"
+    fita.enable_apply({"trtllm_batch_decode_h32_kv8_d128_ps16": decode})
+    api = flashinfer.decode.trtllm_batch_decode_with_kv_cache
+    query, paged = torch.randn(4, 32, 128), torch.randn(10, 2, 8, 16, 128)
+    tables, lens, workspace = torch.zeros(4, 3, dtype=torch.int32), torch.ones(4, dtype=torch.int32), torch.empty(8)
+    order = torch.arange(4, dtype=torch.int32)
+    for _ in range(2):  # bound key, then inline key
+        assert torch.equal(api(query, paged, workspace, tables, lens, 48, request_order=order), query * 2)
+        assert received[-1] is order
+    assert counts(api_name)["hit"] == 2
+    with pytest.warns(TraceApplyWarning, match="request_order_plan"), pytest.raises((ValueError, *ORIGINAL_RAN)):
+        api(query, paged, workspace, tables, lens, 48, request_order_plan=order)
+    assert counts(api_name)["fallback_unaccepted_argument"] == 1
+    assert received[-1] is order and len(received) == 2
