@@ -93,6 +93,18 @@ def test_top_p_uses_the_row_sum_and_keeps_the_max_at_p_zero():
     torch.testing.assert_close(got, torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.0, 1.0, 0.0, 0.0]], device=DEVICE))
 
 
+def test_top_p_of_one_keeps_values_too_small_to_move_the_row_sum():
+    # 1e-10 next to 0.5 vanishes in a float32 sum, so a pivot above it still
+    # "reaches" p * row sum; FlashInfer keeps the whole row at p >= 1 (seen on
+    # the H200: its kernel kept such values, ours dropped them).
+    x = torch.tensor([[0.5, 1e-10, 0.25, 1e-10, 0.25, 3e-10]], device=DEVICE)
+    fn = solution("top_p_renorm_probs_v128256")
+    for p in (1.0, torch.tensor([1.0], device=DEVICE)):
+        got = fn(x, p)
+        assert torch.equal(got != 0, x != 0), f"p={p} dropped values: {got.tolist()}"
+        torch.testing.assert_close(got, x / x.sum(), rtol=1e-6, atol=0)
+
+
 def _enable(definition):
     folder = catalog_folder(definition)
     fita.enable_apply({definition: fita.load_solutions(folder)[definition]},

@@ -13,7 +13,8 @@ What FlashInfer computes (0.7.2, topk.cuh and air_top_p.cuh), and so do we:
   ``[1, vocab)`` keeps the whole row. The output has the input's dtype.
 - top-p: the threshold is the largest value ``t`` such that the values
   ``>= t`` sum to at least ``p * (row sum)``; those are kept and multiplied by
-  ``1 / sum kept`` (by 1 when that sum is at most 1e-8). FlashInfer computes
+  ``1 / sum kept`` (by 1 when that sum is at most 1e-8); ``p >= 1`` keeps the
+  whole row. FlashInfer computes
   top-p in float32 (it casts the input), so the output is float32 whatever
   the input dtype.
 
@@ -118,8 +119,11 @@ def _narrow(part_ptr, state_ptr, maxb_ptr, arr_ptr, value, row, rows, nchunks, v
                 p = value + tl.zeros((), tl.float32)
                 if HAS_ARR:
                     p = tl.load(arr_ptr + row).to(tl.float32)
-                # the row sum is the partial at pivot 0 (every value is >= 0)
-                target = p * tl.sum(tl.where(j == 0, sums, 0.0), axis=0)
+                # the row sum is the partial at pivot 0 (every value is >= 0).
+                # p >= 1 keeps the whole row, as FlashInfer does: an unreachable
+                # target leaves lo at 0 (values too small to move the float sum
+                # would otherwise fall below a pivot that still "reaches" it)
+                target = tl.where(p < 1.0, p * tl.sum(tl.where(j == 0, sums, 0.0), axis=0), float("inf"))
                 reached = sums >= target
         piv = _pivots(lo, hi, r == 0, P)
         ok = reached & (piv < hi)
