@@ -21,15 +21,12 @@ which Dynamo traces.
 """
 
 import os
-
 import sys
 
 import torch
 import triton
-
-# Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
-# Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 import triton.language as tl
+
 # Siblings: relative when imported as a package (this plugin's loader and
 # FlashInfer-Bench's builder do so), by plain name from the folder itself.
 try:
@@ -164,6 +161,8 @@ def _act_and_mul_any(x, act, out):
     return out
 
 
+# Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
+# Dependent Launch is a launch-overlap hint, and these kernels launch without it.
 def silu_and_mul(input, out=None, enable_pdl=None):
     """``silu(input[..., :d]) * input[..., d:]``."""
     return _act_and_mul(input, SILU, out)
