@@ -17,6 +17,9 @@ is imported):
         argument kinds Triton's launcher would derive from those arguments
         (an integer argument equal to 1 becomes a constant, as Triton
         specializes it). Prints the failures and exits 1 if there are any.
+        Not reproduced: the divisible-by-16 hints Triton adds for aligned
+        pointers and sizes (they change the code generated, not whether the
+        kernel's source compiles).
 """
 
 from __future__ import annotations
