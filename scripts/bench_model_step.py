@@ -77,8 +77,9 @@ MOE_EXPERTS, MOE_TOPK, MOE_INTER = 256, 8, 2048 // 8
 Q_LORA, KV_LORA, ROPE_DIM, NOPE_DIM, V_DIM = 1536, 512, 64, 128, 128
 
 
-def build_step(model: Model, batch: int, routing: Dict[str, Any]) -> Callable[[], Any]:
-    """A function running one decode step on fresh buffers (allocated here)."""
+def build_step(model: Model, batch: int, routing: Dict[str, Any], enable_pdl: Optional[bool] = None) -> Callable[[], Any]:
+    """A function running one decode step on fresh buffers (allocated here);
+    the norms get ``enable_pdl`` (SGLang passes None: PDL where supported)."""
     import torch
     import torch.nn.functional as F
 
@@ -134,8 +135,8 @@ def build_step(model: Model, batch: int, routing: Dict[str, Any]) -> Callable[[]
                               model.kv_heads * model.head_dim], dim=-1)
         if model.qk_norm:
             # Qwen3's per-head norms: SGLang's RMSNorm on (tokens * heads, head_dim)
-            q = fnorm.rmsnorm(q.reshape(-1, model.head_dim), qn_w, 1e-6, None, None).view(batch, -1)
-            k = fnorm.rmsnorm(k.reshape(-1, model.head_dim), kn_w, 1e-6, None, None).view(batch, -1)
+            q = fnorm.rmsnorm(q.reshape(-1, model.head_dim), qn_w, 1e-6, None, enable_pdl).view(batch, -1)
+            k = fnorm.rmsnorm(k.reshape(-1, model.head_dim), kn_w, 1e-6, None, enable_pdl).view(batch, -1)
         else:
             q, k = q.contiguous(), k.contiguous()
         rope(positions, q, k, model.head_dim, cache128, True)
@@ -145,9 +146,9 @@ def build_step(model: Model, batch: int, routing: Dict[str, Any]) -> Callable[[]
 
     def attention_mla(x):
         fused = x @ w_qkv_a.t()
-        q_a = fnorm.rmsnorm(fused[:, :Q_LORA].contiguous(), q_a_w, 1e-6, None, None)
+        q_a = fnorm.rmsnorm(fused[:, :Q_LORA].contiguous(), q_a_w, 1e-6, None, enable_pdl)
         kv_a = fused[:, Q_LORA:Q_LORA + KV_LORA]  # row-strided view, as in SGLang
-        kv_a = fnorm.rmsnorm(kv_a, kv_a_w, 1e-6, None, None)
+        kv_a = fnorm.rmsnorm(kv_a, kv_a_w, 1e-6, None, enable_pdl)
         q = (q_a @ w_q_b.t()).view(batch, model.heads, NOPE_DIM + ROPE_DIM)
         q_nope, q_pe = q[..., :NOPE_DIM], q[..., NOPE_DIM:]
         k_pe = fused[:, Q_LORA + KV_LORA:].contiguous()
@@ -178,16 +179,16 @@ def build_step(model: Model, batch: int, routing: Dict[str, Any]) -> Callable[[]
         for layer in range(model.layers):
             if layer == 0:
                 r.copy_(x)
-                x = fnorm.rmsnorm(x, norm_w, 1e-6, None, None)
+                x = fnorm.rmsnorm(x, norm_w, 1e-6, None, enable_pdl)
             else:
-                fnorm.fused_add_rmsnorm(x, r, norm_w, 1e-6, None)
+                fnorm.fused_add_rmsnorm(x, r, norm_w, 1e-6, enable_pdl)
             x = attention_mla(x) if model.mla else attention_gqa(x)
-            fnorm.fused_add_rmsnorm(x, r, norm_w, 1e-6, None)
+            fnorm.fused_add_rmsnorm(x, r, norm_w, 1e-6, enable_pdl)
             if model.mla and layer >= model.dense_layers:
                 x = moe(x)
             else:
                 x = mlp(x, w_gate_up, w_down)
-        fnorm.fused_add_rmsnorm(x, r, final_w, 1e-6, None)
+        fnorm.fused_add_rmsnorm(x, r, final_w, 1e-6, enable_pdl)
         return x @ lm_head.t()
 
     return step
@@ -336,6 +337,15 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
                 graph = interleaved(graph_off.replay, graph_on.replay, args.graph_number, args.rounds)
                 row.update({f"eager_{k}": v for k, v in eager.items()})
                 row.update({f"graph_{k}": v for k, v in graph.items()})
+                if args.pdl_arm:
+                    # Plugin on both sides; the norms told enable_pdl=False on
+                    # the "off" side: what launching them as programmatic
+                    # dependents gains (ratio above 1: PDL faster).
+                    on()
+                    graph_no_pdl = graph_of(build_step(model, batch, routing, enable_pdl=False))
+                    pdl = interleaved(graph_no_pdl.replay, graph_on.replay, args.graph_number, args.rounds)
+                    row.update({f"pdl_{k}": v for k, v in pdl.items()})
+                    del graph_no_pdl
                 if batch == args.breakdown_batch:
                     off()
                     report["breakdown"].setdefault(key, {})["off"] = breakdown(step)
@@ -350,7 +360,9 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
             report["rows"].append(row)
             print(f"{model.name} batch={batch}: " + (row.get("error") or
                   f"graph {row['graph_off_us']:.0f}/{row['graph_on_us']:.0f} us ({row['graph_ratio']:.3f}x), "
-                  f"eager {row['eager_off_us']:.0f}/{row['eager_on_us']:.0f} us ({row['eager_ratio']:.3f}x)")
+                  f"eager {row['eager_off_us']:.0f}/{row['eager_on_us']:.0f} us ({row['eager_ratio']:.3f}x)"
+                  + (f", PDL {row['pdl_off_us']:.0f}/{row['pdl_on_us']:.0f} us ({row['pdl_ratio']:.3f}x)"
+                     if "pdl_ratio" in row else ""))
                   + f" [{time.perf_counter() - began:.0f}s]", file=sys.stderr, flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(report, indent=1))
@@ -423,6 +435,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--eager-number", type=int, default=5, help="eager steps per round")
     parser.add_argument("--breakdown-batch", type=int, default=32)
     parser.add_argument("--torch-routing", action="store_true", help="DeepSeek routing as a torch stand-in")
+    parser.add_argument("--pdl-arm", action="store_true",
+                        help="also time, plugin on, the graph with the norms told enable_pdl=False")
     parser.add_argument("--json")
     parser.add_argument("--from-json")
     parser.add_argument("--markdown")
