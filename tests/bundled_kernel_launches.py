@@ -16,8 +16,7 @@ is imported):
         interpreter off: each distinct launch compiled for sm_90 with the
         argument kinds Triton's launcher would derive from those arguments
         (an integer argument equal to 1 becomes a constant, as Triton
-        specializes it), and each launch a GPU would make as a programmatic
-        dependent (PDL) compiled that way too. Prints the failures and exits 1 if there are any.
+        specializes it). Prints the failures and exits 1 if there are any.
         Not reproduced: the divisible-by-16 hints Triton adds for aligned
         pointers and sizes (they change the code generated, not whether the
         kernel's source compiles).
@@ -141,19 +140,6 @@ def signature_of(kernel, launch):
     return signature, constexprs
 
 
-def with_pdl_variants(launches):
-    """The recorded launches, and for each made without programmatic
-    dependent launch (a CPU never uses it) the same launch with it, as a
-    GPU of compute capability 9 makes it."""
-    out = []
-    for launch in launches:
-        out.append(launch)
-        if launch["args"].get("PDL") == {"const": False}:
-            out.append({**launch, "args": {**launch["args"], "PDL": {"const": True}},
-                        "options": {**launch["options"], "launch_pdl": True}})
-    return out
-
-
 def compile_all(in_path: str) -> int:
     assert os.environ.get("TRITON_INTERPRET", "0") in ("", "0"), "compile needs Triton's compiler"
     import triton
@@ -163,8 +149,7 @@ def compile_all(in_path: str) -> int:
     sys.path.insert(0, str(SOURCES))
     recorded = json.loads(Path(in_path).read_text())
     failed = []
-    launches = with_pdl_variants(recorded["launches"])
-    for launch in launches:
+    for launch in recorded["launches"]:
         kernel = getattr(importlib.import_module(launch["module"]), launch["kernel"])
         kernel = getattr(kernel, "fn", kernel) if not hasattr(kernel, "params") else kernel
         what = f"{launch['module']}.{launch['kernel']} {launch['args']} {launch['options']}"
@@ -174,7 +159,7 @@ def compile_all(in_path: str) -> int:
             triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(launch["options"]))
         except Exception as error:  # every failing launch, not just the first
             failed.append(f"{what}: {repr(error.__cause__ or error)[:400]}")
-    print(f"{len(launches)} launches compiled, {len(failed)} failed")
+    print(f"{len(recorded['launches'])} launches compiled, {len(failed)} failed")
     print("\n".join(failed))
     return 1 if failed else 0
 

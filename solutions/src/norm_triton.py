@@ -24,11 +24,6 @@ launched and checked the standard way, it is launched directly, skipping
 Triton's per-call overhead. Under ``torch.compile`` the entry points launch
 the standard way (``_rmsnorm_rows[grid](...)``), which Dynamo puts in the
 graph.
-
-``enable_pdl`` is honoured as FlashInfer's norm kernels honour it (None: on
-GPUs of compute capability 9 and later): the kernel is then launched as a
-programmatic dependent of the previous one and waits for it before its first
-read, so its launch overlaps the end of that kernel, in CUDA graphs too.
 """
 
 import os
@@ -36,8 +31,10 @@ import sys
 
 import torch
 import triton
-import triton.language as tl
 
+# Every entry point takes FlashInfer's enable_pdl= and ignores it: Programmatic
+# Dependent Launch is a launch-overlap hint, and these kernels launch without it.
+import triton.language as tl
 # Siblings: relative when imported as a package (this plugin's loader and
 # FlashInfer-Bench's builder do so), by plain name from the folder itself.
 try:
@@ -69,14 +66,9 @@ def _rmsnorm_rows(
     a_outer, a_inner, b_outer, b_inner, inner,
     n_cols, eps,
     BLOCK: tl.constexpr, EVEN: tl.constexpr, W_OFFSET: tl.constexpr, ADD: tl.constexpr,
-    PDL: tl.constexpr,
 ):
     # Plain (ADD false): a is the input, b the output. Fused (ADD true): a is
     # hidden_states, b the residual; b gets the sum, a the normalized rows.
-    if PDL:
-        # Launched as a programmatic dependent of the previous kernel: wait
-        # for it to finish (and its writes to land) before the first read.
-        tl.extra.cuda.gdc_wait()
     row = tl.program_id(0).to(tl.int64)
     o = row // inner
     i = row % inner
@@ -130,54 +122,25 @@ def _warps(n, many_rows):
     return warps
 
 
-def _pdl_options(pdl):
-    """Constexpr and launch option of a programmatic dependent launch."""
-    return dict(PDL=True, launch_pdl=True) if pdl else dict(PDL=False)
-
-
-_PDL_CAPABLE = {}  # CUDA device index -> whether it can launch with PDL (sm_90 and later)
-
-
-def _use_pdl(enable_pdl, x):
-    """Whether to launch as a programmatic dependent (PDL), as FlashInfer's
-    norm kernels decide: ``enable_pdl=None`` means "where the GPU supports
-    it" (compute capability 9 and later), True asks for it where supported,
-    False never. The kernel waits for the previous one before reading, so
-    the result is the same either way; PDL lets its launch overlap the end
-    of the previous kernel."""
-    if enable_pdl is not None and not enable_pdl:
-        return False
-    device = x.get_device()
-    if device < 0:
-        return False
-    capable = _PDL_CAPABLE.get(device)
-    if capable is None:
-        capable = _PDL_CAPABLE[device] = torch.cuda.get_device_capability(device)[0] >= 9
-    return capable
-
-
 class _Op:
     """One of the four entry points' kernel settings, and its launch sites by
-    row width: ``sites[n] = (site for few rows, site for many rows)``
-    (``pdl_sites`` for programmatic dependent launches)."""
+    row width: ``sites[n] = (site for few rows, site for many rows)``."""
 
     def __init__(self, w_offset, add):
-        self.w_offset, self.add, self.sites, self.pdl_sites = w_offset, add, {}, {}
+        self.w_offset, self.add, self.sites = w_offset, add, {}
 
-    def fixed(self, n, many, pdl=False):
+    def fixed(self, n, many):
         """Constexprs and launch options for rows of width ``n``."""
         block = triton.next_power_of_2(n)
         return dict(BLOCK=block, EVEN=block == n, W_OFFSET=self.w_offset, ADD=self.add,
-                    num_warps=min(_warps(n, many), max(1, block // 32)), **_pdl_options(pdl))
+                    num_warps=min(_warps(n, many), max(1, block // 32)))
 
-    def new_sites(self, n, pdl=False):
-        pair = tuple(_RMSNORM_ROWS.site("pppiiiiiif", **self.fixed(n, many, pdl)) for many in (False, True))
-        (self.pdl_sites if pdl else self.sites)[n] = pair
+    def new_sites(self, n):
+        pair = self.sites[n] = tuple(_RMSNORM_ROWS.site("pppiiiiiif", **self.fixed(n, many)) for many in (False, True))
         return pair
 
     def standard(self, rows, n, *args):
-        """The standard launch (what Dynamo traces under torch.compile; no
-        PDL there, a launch option Dynamo's Triton support may not carry)."""
+        """The standard launch (what Dynamo traces under torch.compile)."""
         _rmsnorm_rows[(rows, 1, 1)](*args, **self.fixed(n, rows > _MANY_ROWS))
 
 
@@ -185,7 +148,7 @@ _RMSNORM, _GEMMA_RMSNORM = _Op(0.0, False), _Op(1.0, False)
 _FUSED_ADD, _GEMMA_FUSED_ADD = _Op(0.0, True), _Op(1.0, True)
 
 
-def _launch_any(x, residual, weight, y, eps, op, pdl):
+def _launch_any(x, residual, weight, y, eps, op):
     """Any layout: rows addressed by (outer, inner) strides, or contiguous copies."""
     n = x.shape[-1]
     rows = x.numel() // n if n else 0
@@ -203,7 +166,7 @@ def _launch_any(x, residual, weight, y, eps, op, pdl):
         xc = x.contiguous()
         bc = b.contiguous() if op.add else torch.empty(x.shape, dtype=y.dtype, device=y.device)
         _launch_any(xc.view(-1, n), bc.view(-1, n) if op.add else None, weight,
-                    xc.view(-1, n) if op.add else bc.view(-1, n), eps, op, pdl)
+                    xc.view(-1, n) if op.add else bc.view(-1, n), eps, op)
         if xc is not x and op.add:
             x.copy_(xc)
         if bc is not b:
@@ -212,7 +175,7 @@ def _launch_any(x, residual, weight, y, eps, op, pdl):
     if compiling():
         op.standard(rows, n, x, b, weight, al[0], al[2], bl[0], bl[2], al[1], n, eps)
         return
-    sites = (op.pdl_sites if pdl else op.sites).get(n) or op.new_sites(n, pdl)
+    sites = op.sites.get(n) or op.new_sites(n)
     sites[rows > _MANY_ROWS].launch(rows, 1, x, b, weight, al[0], al[2], bl[0], bl[2], al[1], n, eps)
 
 
@@ -228,7 +191,7 @@ def _plain(op, name, doc):
     """The entry point of a plain op (rmsnorm, gemma_rmsnorm): the common
     case (2-D, unit column strides) decided and launched in its own frame,
     with as few tensor reads as it takes; any other layout in _launch_any."""
-    sites, pdl_sites, new_sites = op.sites, op.pdl_sites, op.new_sites
+    sites, new_sites = op.sites, op.new_sites
 
     def entry(hidden_states, weight, eps=1e-6, out=None, enable_pdl=None):
         x = hidden_states
@@ -244,11 +207,10 @@ def _plain(op, name, doc):
                 if compiling():
                     op.standard(rows, n, x, out, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
                     return out
-                pdl = _use_pdl(enable_pdl, x)
-                pair = (pdl_sites if pdl else sites).get(n) or new_sites(n, pdl)
+                pair = sites.get(n) or new_sites(n)
                 pair[rows > _MANY_ROWS].launch(rows, 1, x, out, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
                 return out
-        _launch_any(x, None, weight, out, float(eps), op, not compiling() and _use_pdl(enable_pdl, x))
+        _launch_any(x, None, weight, out, float(eps), op)
         return out
 
     entry.__name__ = entry.__qualname__ = name
@@ -259,7 +221,7 @@ def _plain(op, name, doc):
 def _fused(op, name, doc):
     """The entry point of a fused op (fused_add_rmsnorm and its Gemma form),
     in place: the common case in its own frame, as in _plain."""
-    sites, pdl_sites, new_sites = op.sites, op.pdl_sites, op.new_sites
+    sites, new_sites = op.sites, op.new_sites
 
     def entry(hidden_states, residual, weight, eps=1e-6, enable_pdl=None):
         shape = hidden_states.shape
@@ -271,13 +233,11 @@ def _fused(op, name, doc):
                 if compiling():
                     op.standard(rows, n, hidden_states, residual, weight, a_outer, 0, b_outer, 0, 1, n, float(eps))
                     return hidden_states, residual
-                pdl = _use_pdl(enable_pdl, hidden_states)
-                pair = (pdl_sites if pdl else sites).get(n) or new_sites(n, pdl)
+                pair = sites.get(n) or new_sites(n)
                 pair[rows > _MANY_ROWS].launch(rows, 1, hidden_states, residual, weight, a_outer, 0, b_outer, 0, 1, n,
                                                float(eps))
                 return hidden_states, residual
-        _launch_any(hidden_states, residual, weight, hidden_states, float(eps), op,
-                    not compiling() and _use_pdl(enable_pdl, hidden_states))
+        _launch_any(hidden_states, residual, weight, hidden_states, float(eps), op)
         return hidden_states, residual
 
     entry.__name__ = entry.__qualname__ = name
@@ -313,10 +273,8 @@ def _rmsnorm_quant_rows(
     x_ptr, r_ptr, w_ptr, o_ptr, s_ptr,
     x_stride, r_stride, o_stride, n_cols, eps,
     BLOCK: tl.constexpr, EVEN: tl.constexpr, ADD: tl.constexpr, FP8_MAX: tl.constexpr,
-    ROUND_MANT: tl.constexpr, ROUND_EMIN: tl.constexpr, PDL: tl.constexpr,
+    ROUND_MANT: tl.constexpr, ROUND_EMIN: tl.constexpr,
 ):
-    if PDL:
-        tl.extra.cuda.gdc_wait()  # as in _rmsnorm_rows
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     x_row = x_ptr + row * x_stride
@@ -368,13 +326,12 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() not in ("", "0", "false", "off", "no")
 
 
-def _quant_fixed(n, add, out_dtype, many, pdl=False):
+def _quant_fixed(n, add, out_dtype, many):
     block = triton.next_power_of_2(n)
     fp8_max, mant, emin = _FP8[out_dtype]
     exact = _interpreting()
     return dict(BLOCK=block, EVEN=block == n, ADD=add, FP8_MAX=fp8_max, ROUND_MANT=mant if exact else 0,
-                ROUND_EMIN=emin if exact else 0, num_warps=min(_warps(n, many), max(1, block // 32)),
-                **_pdl_options(pdl))
+                ROUND_EMIN=emin if exact else 0, num_warps=min(_warps(n, many), max(1, block // 32)))
 
 
 def _scale_tensor(scale, like):
@@ -389,7 +346,7 @@ def _scale_tensor(scale, like):
     return scale
 
 
-def _quant_launch(x, residual, weight, scale, out, eps, add, enable_pdl=None):
+def _quant_launch(x, residual, weight, scale, out, eps, add):
     n = x.shape[-1]
     if out.dtype not in _FP8:
         raise ValueError(f"out must be float8_e4m3fn or float8_e5m2 (FlashInfer's rmsnorm_quant), got {out.dtype}")
@@ -406,7 +363,7 @@ def _quant_launch(x, residual, weight, scale, out, eps, add, enable_pdl=None):
         # Rows not addressable by one row stride: contiguous copies, written back.
         xc, oc = x.reshape(-1, n).contiguous(), torch.empty((rows, n), dtype=out.dtype, device=out.device)
         bc = residual.reshape(-1, n).contiguous() if add else xc
-        _quant_launch(xc, bc, weight, s, oc, eps, add, enable_pdl)
+        _quant_launch(xc, bc, weight, s, oc, eps, add)
         out.copy_(oc.view(out.shape))
         if add:
             residual.copy_(bc.view(residual.shape))
@@ -416,11 +373,10 @@ def _quant_launch(x, residual, weight, scale, out, eps, add, enable_pdl=None):
     if compiling():
         _rmsnorm_quant_rows[(rows, 1, 1)](*args, **_quant_fixed(n, add, out.dtype, many))
         return
-    pdl = _use_pdl(enable_pdl, x)
-    key = (n, add, out.dtype, many, pdl)
+    key = (n, add, out.dtype, many)
     site = _QUANT_SITES.get(key)
     if site is None:
-        site = _QUANT_SITES[key] = _RMSNORM_QUANT_ROWS.site("pppppiiiif", **_quant_fixed(n, add, out.dtype, many, pdl))
+        site = _QUANT_SITES[key] = _RMSNORM_QUANT_ROWS.site("pppppiiiif", **_quant_fixed(n, add, out.dtype, many))
     site.launch(rows, 1, *args)
 
 
@@ -430,7 +386,7 @@ def rmsnorm_quant(hidden_states, weight, scale, eps=1e-6, out=None, enable_pdl=N
     convention; float8_e4m3fn allocated when there is none); returns it."""
     if out is None:
         out = torch.empty(hidden_states.shape, dtype=torch.float8_e4m3fn, device=hidden_states.device)
-    _quant_launch(hidden_states, None, weight, scale, out, float(eps), False, enable_pdl)
+    _quant_launch(hidden_states, None, weight, scale, out, float(eps), False)
     return out
 
 
@@ -440,5 +396,5 @@ def fused_add_rmsnorm_quant(hidden_states, residual, weight, scale, eps=1e-6, ou
     ``(out, residual)``."""
     if out is None:
         out = torch.empty(hidden_states.shape, dtype=torch.float8_e4m3fn, device=hidden_states.device)
-    _quant_launch(hidden_states, residual, weight, scale, out, float(eps), True, enable_pdl)
+    _quant_launch(hidden_states, residual, weight, scale, out, float(eps), True)
     return out, residual
