@@ -117,11 +117,9 @@ def signature_of(kernel, launch):
         name = param.name
         kind = launch["args"].get(name)
         if param.is_constexpr:
-            value = kind and next(iter(kind.values()))
-            if kind is None:  # a default the launch did not pass
-                value = param.default
+            # a default when the launch did not pass it
+            constexprs[(index,)] = param.default if kind is None else next(iter(kind.values()))
             signature[name] = "constexpr"
-            constexprs[(index,)] = value
         elif kind is None:
             raise KeyError(f"{kernel.__name__}: no argument recorded for {name}")
         elif "ptr" in kind:
@@ -151,7 +149,6 @@ def compile_all(in_path: str) -> int:
     failed = []
     for launch in recorded["launches"]:
         kernel = getattr(importlib.import_module(launch["module"]), launch["kernel"])
-        kernel = getattr(kernel, "fn", kernel) if not hasattr(kernel, "params") else kernel
         what = f"{launch['module']}.{launch['kernel']} {launch['args']} {launch['options']}"
         try:
             signature, constexprs = signature_of(kernel, launch)
