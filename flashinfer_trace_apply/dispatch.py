@@ -272,16 +272,24 @@ class ApiRoute:
         entry = self._fallbacks.get(status)
         if entry is None:
             tick = self.context.board.ticker(self.spec.fi_api, status)
+            call, ns = self._call_original()
             source = (
                 f"def {PREFIX}{status}({self.shape.entry_header()}{self.extra_header}):\n"
                 f"{self.unpack}"
                 f"    {PREFIX}tick()\n"
-                f"    return {PREFIX}orig({self.shape.forward()})\n"
+                f"{call}"
             )
-            ns = {f"{PREFIX}tick": tick, f"{PREFIX}orig": self.spec.current}
+            ns[f"{PREFIX}tick"] = tick
             entry = compile_function(f"{PREFIX}{status}", source, ns, f"<trace_apply {status} {self.spec.fi_api}>")
             self._fallbacks[status] = entry
         return entry
+
+    def _call_original(self) -> Tuple[str, Dict[str, Any]]:
+        """Function-body lines returning the original called with every
+        parameter (see ``CallShape.return_call``), and their globals."""
+        lines, ns = self.shape.return_call(f"{PREFIX}orig")
+        ns[f"{PREFIX}orig"] = self.spec.current
+        return "".join("    " + line + "\n" for line in lines), ns
 
     def _choose_function(self) -> Callable:
         """The selector's choice per call, from the choices learned so far
@@ -313,7 +321,7 @@ class ApiRoute:
             # No candidate: the original straight from here (one call fewer).
             f"    if {PREFIX}e is {PREFIX}miss:",
             f"        {PREFIX}miss_tick()",
-            f"        return {PREFIX}orig({self.shape.forward()})",
+            *("        " + line for line in self.shape.return_call(f"{PREFIX}orig")[0]),
             f"    return {PREFIX}e({self.shape.entry_forward()}{self.extra_forward})",
         ]
         return "\n".join(lines) + "\n"
@@ -335,6 +343,7 @@ class ApiRoute:
             f"{PREFIX}T": _tensor_type(),
             f"{PREFIX}nhd": nhd_view,
             f"{PREFIX}layout": layout_of,
+            **self.shape.return_call(f"{PREFIX}orig")[1],
         }
         wrapper = compile_function(self.spec.attr, self._wrapper_source(), ns, f"<trace_apply {self.spec.fi_api}>")
         functools.update_wrapper(wrapper, self.spec.current)
@@ -351,12 +360,9 @@ class ApiRoute:
         self.choices.clear()
         if wrapper is None:
             return
-        source = (
-            f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n"
-            f"{self.unpack}"
-            f"    return {PREFIX}orig({self.shape.forward()})\n"
-        )
-        passthrough = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current}, "<trace_apply retired>")
+        call, ns = self._call_original()
+        source = f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n{self.unpack}{call}"
+        passthrough = compile_function(f"{PREFIX}original", source, ns, "<trace_apply retired>")
         space = wrapper.__globals__
         space[f"{PREFIX}entries"] = (passthrough,)
         space[f"{PREFIX}resolve"] = _first_entry
@@ -534,13 +540,9 @@ class ApiRoute:
         entries count for themselves)."""
         entry = self._fallbacks.get(None)
         if entry is None:
-            source = (
-                f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n"
-                f"{self.unpack}"
-                f"    return {PREFIX}orig({self.shape.forward()})\n"
-            )
-            entry = compile_function(f"{PREFIX}original", source, {f"{PREFIX}orig": self.spec.current},
-                                     f"<trace_apply original {self.spec.fi_api}>")
+            call, ns = self._call_original()
+            source = f"def {PREFIX}original({self.shape.entry_header()}{self.extra_header}):\n{self.unpack}{call}"
+            entry = compile_function(f"{PREFIX}original", source, ns, f"<trace_apply original {self.spec.fi_api}>")
             self._fallbacks[None] = entry
         return entry
 

@@ -14,8 +14,6 @@ from .patcher import PatchSet
 from .stale_bindings import adopt_wrappers_bound_outside, find_stale, rebind, stale_warning
 from .warn import warn
 
-_NEVER_INLINE = object()  # ApiRoute.hot_key once the session is over
-
 
 def arm_late_imports(patches: PatchSet, context: Any, names: Sequence[str], registry_mark: int) -> LateImportWatcher:
     """Wrap APIs of ``flashinfer.*`` modules imported from now on, as the
@@ -77,14 +75,14 @@ def make_wrappers_inert(patches: PatchSet) -> None:
         if route is None or not hasattr(wrapper, "__code__") or getattr(wrapper, "__fita_inert__", False):
             continue
         name = f"{PREFIX}inert_original"
-        source = (
-            f"def {wrapper.__code__.co_name}({route.shape.header(with_defaults=False)}):\n"
-            f"    return {name}({route.shape.forward()})\n"
+        call, names = route.shape.return_call(name)
+        source = f"def {wrapper.__code__.co_name}({route.shape.header(with_defaults=False)}):\n" + "".join(
+            f"    {line}\n" for line in call
         )
+        wrapper.__globals__.update(names)
         scope = dict(wrapper.__globals__)
         scope[name] = route.spec.current
         inert = compile_function(wrapper.__code__.co_name, source, scope, f"<trace_apply disabled {route.spec.fi_api}>")
-        route.hot_key = _NEVER_INLINE  # a late first hit must not inline routing code back
         wrapper.__globals__[name] = route.spec.current
         wrapper.__code__ = inert.__code__
         wrapper.__fita_inert__ = True

@@ -453,3 +453,46 @@ def test_an_api_of_more_than_thirty_parameters_keeps_its_trailing_arguments():
         api(query, paged, workspace, tables, lens, 48, request_order_plan=order)
     assert counts(api_name)["fallback_unaccepted_argument"] == 1
     assert received[-1] is order and len(received) == 2
+
+
+def test_a_miss_on_an_api_of_more_than_thirty_parameters_passes_every_argument_to_the_original(monkeypatch):
+    """The original gets every argument of a call the route does not serve,
+    after the session too: the trailing parameters past the thirtieth are
+    left out of the forwarded call only while they hold their defaults."""
+    import functools
+    import inspect
+
+    real = flashinfer.decode.trtllm_batch_decode_with_kv_cache
+    signature = inspect.signature(real)
+    received = []
+
+    @functools.wraps(real)
+    def recording(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        received.append(dict(bound.arguments))
+
+    for module in (flashinfer.decode, flashinfer):
+        if getattr(module, "trtllm_batch_decode_with_kv_cache", None) is real:
+            monkeypatch.setattr(module, "trtllm_batch_decode_with_kv_cache", recording)
+    fita.enable_apply({"trtllm_batch_decode_h32_kv8_d128_ps16": lambda query, kv_cache, **_: query})
+    api = flashinfer.decode.trtllm_batch_decode_with_kv_cache
+    query, paged = torch.randn(4, 16, 128), torch.randn(10, 2, 8, 16, 128)  # 16 heads: no candidate
+    tables, lens, workspace = torch.zeros(4, 3, dtype=torch.int32), torch.ones(4, dtype=torch.int32), torch.empty(8)
+    plan, order = object(), torch.arange(4, dtype=torch.int32)
+    calls = [
+        ((query, paged, workspace, tables, lens, 48), {}),
+        ((query, paged, workspace, tables, lens, 48), {"request_order_plan": plan, "window_left": 7}),
+        ((query, paged, workspace, tables, lens, 48), {"request_order": order, "cp_world": 2}),
+    ]
+    for phase in ("routed", "kept after disable"):
+        for args, kwargs in calls:
+            api(*args, **kwargs)
+            expected = signature.bind(*args, **kwargs)
+            expected.apply_defaults()
+            got = received.pop()
+            assert got.keys() == expected.arguments.keys()
+            assert all(got[k] is v for k, v in expected.arguments.items()), phase
+        if phase == "routed":
+            assert counts("flashinfer.decode.trtllm_batch_decode_with_kv_cache")["fallback_no_candidate"] == 3
+            fita.disable_apply()
