@@ -273,6 +273,33 @@ def op_class(kernel: str) -> str:
     return "other"
 
 
+def launch_paths() -> Dict[str, Dict[str, Any]]:
+    """Per bundled Triton kernel: launches that went straight to the compiled
+    kernel, launches through Triton's standard ``kernel[grid](...)`` (about
+    10 us more each at batch 1), and why the direct path is off, if it is.
+    The eager arm is only what a deployment sees when the direct path is on."""
+    paths: Dict[str, Dict[str, Any]] = {}
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("_fita_solution_"):
+            continue
+        for value in list(vars(module).values()):
+            if type(value).__name__ == "FastLauncher" and hasattr(value, "standard_calls"):
+                kernel = getattr(getattr(value.kernel, "fn", None), "__name__", repr(value.kernel))
+                paths[f"{name.rsplit('.', 1)[-1]}.{kernel}"] = {
+                    "fast": value.fast_calls, "standard": value.standard_calls, "off": value.off}
+    return paths
+
+
+def _launch_delta(before: Dict[str, Dict[str, Any]], after: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    out = {}
+    for kernel, now in after.items():
+        then = before.get(kernel, {"fast": 0, "standard": 0})
+        fast, standard = now["fast"] - then["fast"], now["standard"] - then["standard"]
+        if fast or standard or now["off"]:
+            out[kernel] = {"fast": fast, "standard": standard, "off": now["off"]}
+    return out
+
+
 def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
     import torch
     import triton
@@ -331,8 +358,10 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
                                     if any(n for k, n in v.items() if k != "hit")}
                 row["max_rel_diff"] = float((got - want).abs().max() / want.abs().max().clamp_min(1e-6))
                 # Eager: the dispatch happens per call, so the plugin is switched between rounds.
+                launches_before = launch_paths()
                 eager = interleaved(step, step, args.eager_number, args.rounds,
                                     switch=lambda plugin_on: on() if plugin_on else off())
+                row["eager_launches"] = _launch_delta(launches_before, launch_paths())
                 off()
                 graph = interleaved(graph_off.replay, graph_on.replay, args.graph_number, args.rounds)
                 row.update({f"eager_{k}": v for k, v in eager.items()})
@@ -361,6 +390,7 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
             print(f"{model.name} batch={batch}: " + (row.get("error") or
                   f"graph {row['graph_off_us']:.0f}/{row['graph_on_us']:.0f} us ({row['graph_ratio']:.3f}x), "
                   f"eager {row['eager_off_us']:.0f}/{row['eager_on_us']:.0f} us ({row['eager_ratio']:.3f}x)"
+                  + f", eager launches {json.dumps(row.get('eager_launches'))}"
                   + (f", PDL {row['pdl_off_us']:.0f}/{row['pdl_on_us']:.0f} us ({row['pdl_ratio']:.3f}x)"
                      if "pdl_ratio" in row else ""))
                   + f" [{time.perf_counter() - began:.0f}s]", file=sys.stderr, flush=True)
