@@ -273,6 +273,22 @@ def op_class(kernel: str) -> str:
     return "other"
 
 
+def syncs_in(step: Callable[[], Any]) -> List[str]:
+    """The host-device synchronizations one eager step makes (torch's sync
+    debug mode): each one stalls an eager loop until the GPU catches up."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return sorted({str(w.message).splitlines()[0][:160] for w in caught if "synchroniz" in str(w.message).lower()})
+
+
 def launch_paths() -> Dict[str, Dict[str, Any]]:
     """Per bundled Triton kernel: launches that went straight to the compiled
     kernel, launches through Triton's standard ``kernel[grid](...)`` (about
@@ -348,10 +364,12 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
                 step = build_step(model, batch, routing)
                 off()
                 want = step().float()
+                row["eager_syncs_off"] = syncs_in(step)
                 graph_off = graph_of(step)
                 on()
                 got = step().float()
                 stats = fita.stats()  # one eager step: calls per step
+                row["eager_syncs_on"] = syncs_in(step)
                 graph_on = graph_of(step)
                 row["routed_calls"] = {api: v.get("hit", 0) for api, v in stats.items() if v.get("hit")}
                 row["fallbacks"] = {api: {k: n for k, n in v.items() if n and k != "hit"} for api, v in stats.items()
@@ -391,6 +409,7 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
                   f"graph {row['graph_off_us']:.0f}/{row['graph_on_us']:.0f} us ({row['graph_ratio']:.3f}x), "
                   f"eager {row['eager_off_us']:.0f}/{row['eager_on_us']:.0f} us ({row['eager_ratio']:.3f}x)"
                   + f", eager launches {json.dumps(row.get('eager_launches'))}"
+                  + f", kinds of sync per eager step off/on {len(row.get('eager_syncs_off', []))}/{len(row.get('eager_syncs_on', []))}"
                   + (f", PDL {row['pdl_off_us']:.0f}/{row['pdl_on_us']:.0f} us ({row['pdl_ratio']:.3f}x)"
                      if "pdl_ratio" in row else ""))
                   + f" [{time.perf_counter() - began:.0f}s]", file=sys.stderr, flush=True)
