@@ -24,7 +24,11 @@ the real one):
 
 Timing: both arms in interleaved rounds (off, on, off, ...); per arm the best
 round; the ratio is the median of per-round ratios off / on (above 1: the
-plugin's step is faster). A per-op breakdown (kernel time by name, torch
+plugin's step is faster). Eager rounds switch the plugin off and on between
+rounds; the first step after a switch is not timed (a session's first calls
+resolve their shapes, which a deployment does once) and is reported apart,
+with the launch path of every bundled kernel and the host-device
+synchronizations of one step per arm. A per-op breakdown (kernel time by name, torch
 profiler over eager steps) is taken at one batch size.
 
     python scripts/bench_model_step.py [--models llama3-8b qwen3-32b deepseek-v3] [--batches 1 8 32 64 128 256]
@@ -224,19 +228,28 @@ def timed(run: Callable[[], Any], number: int) -> float:
 
 def interleaved(off: Callable[[], Any], on: Callable[[], Any], number: int, rounds: int,
                 switch: Optional[Callable[[bool], None]] = None) -> Dict[str, float]:
-    """``switch(plugin_on)`` runs before each side's round, outside the timing."""
+    """``switch(plugin_on)`` runs before each side's round, outside the
+    timing, and so does one step after it: the first call of a session
+    resolves its shapes (once per process in a deployment), and a garbage
+    collection of what the switch left is no part of a step either. The
+    slowest of those first steps is reported per side."""
+    import gc
+
     switch = switch or (lambda plugin_on: None)
     for plugin_on, run in ((False, off), (True, on)):
         switch(plugin_on)
         timed(run, 2)
     times: Dict[str, List[float]] = {"off": [], "on": []}
+    first: Dict[str, float] = {"off": 0.0, "on": 0.0}
     for _ in range(rounds):
-        switch(False)
-        times["off"].append(timed(off, number))
-        switch(True)
-        times["on"].append(timed(on, number))
+        for side, plugin_on, run in (("off", False, off), ("on", True, on)):
+            switch(plugin_on)
+            first[side] = max(first[side], timed(run, 1))
+            gc.collect()
+            times[side].append(timed(run, number))
     ratios = sorted(a / b for a, b in zip(times["off"], times["on"]))
-    return {"off_us": min(times["off"]), "on_us": min(times["on"]), "ratio": ratios[len(ratios) // 2]}
+    return {"off_us": min(times["off"]), "on_us": min(times["on"]), "ratio": ratios[len(ratios) // 2],
+            "first_off_us": first["off"], "first_on_us": first["on"]}
 
 
 def breakdown(step: Callable[[], Any], steps: int = 3) -> Dict[str, float]:
@@ -408,6 +421,7 @@ def run(args: argparse.Namespace, argv: List[str]) -> Dict[str, Any]:
             print(f"{model.name} batch={batch}: " + (row.get("error") or
                   f"graph {row['graph_off_us']:.0f}/{row['graph_on_us']:.0f} us ({row['graph_ratio']:.3f}x), "
                   f"eager {row['eager_off_us']:.0f}/{row['eager_on_us']:.0f} us ({row['eager_ratio']:.3f}x)"
+                  + f", first eager step after a switch off/on {row['eager_first_off_us']:.0f}/{row['eager_first_on_us']:.0f} us"
                   + f", eager launches {json.dumps(row.get('eager_launches'))}"
                   + f", kinds of sync per eager step off/on {len(row.get('eager_syncs_off', []))}/{len(row.get('eager_syncs_on', []))}"
                   + (f", PDL {row['pdl_off_us']:.0f}/{row['pdl_on_us']:.0f} us ({row['pdl_ratio']:.3f}x)"
