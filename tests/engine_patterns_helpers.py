@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
+from solution_files import solution_dict
+
 HIDDEN = 64
 MLA_HEADS, MLA_NOPE, MLA_ROPE = 128, 128, 64  # vLLM DeepSeek MLA prefill at 128 local heads
 
@@ -53,19 +55,7 @@ def run(k, k_nope, k_rope):
 
 
 def python_solution(definition: str, name: str, source: str) -> Dict:
-    return {
-        "name": name,
-        "definition": definition,
-        "author": "tests",
-        "spec": {
-            "language": "python",
-            "target_hardware": ["cpu"],
-            "entry_point": "kernel.py::run",
-            "dependencies": [],
-            "destination_passing_style": False,
-        },
-        "sources": [{"path": "kernel.py", "content": source}],
-    }
+    return solution_dict(definition, source, name=name)
 
 
 ENGINE_MODULE = '''\
