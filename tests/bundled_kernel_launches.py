@@ -16,10 +16,10 @@ is imported):
         interpreter off: each distinct launch compiled for sm_90 with the
         argument kinds Triton's launcher would derive from those arguments
         (an integer argument equal to 1 becomes a constant, as Triton
-        specializes it). Prints the failures and exits 1 if there are any.
-        Not reproduced: the divisible-by-16 hints Triton adds for aligned
-        pointers and sizes (they change the code generated, not whether the
-        kernel's source compiles).
+        specializes it) and the divisible-by-16 hints it adds for 16-byte
+        aligned pointers and integers that are multiples of 16 (they change
+        the code generated: wider loads and stores). Prints the failures and
+        exits 1 if there are any.
 """
 
 from __future__ import annotations
@@ -45,13 +45,16 @@ def describe(value):
     if value is None or isinstance(value, bool):
         return {"const": value}
     if isinstance(value, int):
-        # Triton's launcher makes 1 a constant and sizes the rest by range
-        return {"int": 1} if value == 1 else {"int": "i32" if -2**31 <= value < 2**31 else "i64"}
+        # Triton's launcher makes 1 a constant, sizes the rest by range and
+        # marks multiples of 16
+        if value == 1:
+            return {"int": 1}
+        return {"int": "i32" if -2**31 <= value < 2**31 else "i64", "div16": value % 16 == 0}
     if isinstance(value, float):
         return {"float": "fp32"}
     dtype = getattr(value, "dtype", None)
     if dtype is not None and hasattr(value, "data_ptr"):
-        return {"ptr": POINTER_TYPES[str(dtype)]}
+        return {"ptr": POINTER_TYPES[str(dtype)], "div16": value.data_ptr() % 16 == 0}
     if hasattr(value, "value"):  # tl.constexpr
         return {"const": value.value}
     raise TypeError(f"no Triton argument kind for {type(value).__name__}")
@@ -111,8 +114,8 @@ def record(out_path: str) -> None:
 
 
 def signature_of(kernel, launch):
-    """Triton's (signature, constexprs) for one recorded launch."""
-    signature, constexprs = {}, {}
+    """Triton's (signature, constexprs, attrs) for one recorded launch."""
+    signature, constexprs, attrs = {}, {}, {}
     for index, param in enumerate(kernel.params):
         name = param.name
         kind = launch["args"].get(name)
@@ -135,7 +138,9 @@ def signature_of(kernel, launch):
                 constexprs[(index,)] = 1
         else:
             signature[name] = kind.get("int") or kind["float"]
-    return signature, constexprs
+        if kind and kind.get("div16") and not (param.do_not_specialize or param.do_not_specialize_on_alignment):
+            attrs[(index,)] = [["tt.divisibility", 16]]
+    return signature, constexprs, attrs
 
 
 def compile_all(in_path: str) -> int:
@@ -151,8 +156,8 @@ def compile_all(in_path: str) -> int:
         kernel = getattr(importlib.import_module(launch["module"]), launch["kernel"])
         what = f"{launch['module']}.{launch['kernel']} {launch['args']} {launch['options']}"
         try:
-            signature, constexprs = signature_of(kernel, launch)
-            source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+            signature, constexprs, attrs = signature_of(kernel, launch)
+            source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
             triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(launch["options"]))
         except Exception as error:  # every failing launch, not just the first
             failed.append(f"{what}: {repr(error.__cause__ or error)[:400]}")
