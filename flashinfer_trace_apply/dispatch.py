@@ -27,7 +27,7 @@ from .definitions import DefinitionRules, evaluate, torch_dtype_name
 from .errors import SolutionLoadError, TraceApplyError
 from .hardware import HardwareSupport
 from .hit_entry import EntryParts, InsideSolution, build_hit_entry
-from .keys import ATOMS, INLINE_CHOICES, KeyCode, dtype_of, selector_reads, summary
+from .keys import ATOMS, INLINE_CHOICES, KeyCode, dtype_of, selector_reads, selector_type_only, summary
 from .layout import CACHE_PARAM, layout_of, nhd_view, uses_cache_views
 from .plan_state import PlanRecorder, make_reader, plan_inputs_for
 from .registry import ApiSpec, could_produce
@@ -162,6 +162,8 @@ class ApiRoute:
         # Selector APIs: the arguments the selector reads (None: unknown, so
         # every call binds), and the template chosen per selector key.
         self.selector_reads = selector_reads(self.selector) if self.selector is not None else None
+        if self.selector_reads is not None:
+            self.keys.type_only = frozenset(selector_type_only(self.selector))
         self.selector_args = self.keys.selector_args(self.selector_reads) if self.selector_reads is not None else None
         self.choices: Dict[Any, int] = {}
         self.plan_exprs, self.plan_globals = self._plan_sources()

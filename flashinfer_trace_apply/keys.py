@@ -12,10 +12,11 @@ type, dtype and rank (selectors choose by these, never by sizes or data).
 from __future__ import annotations
 
 import ast
+import builtins
 import enum
 import inspect
 import textwrap
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .axes import AxisSource
 from .codegen import PREFIX, CallShape
@@ -78,14 +79,66 @@ def selector_reads(selector: Callable) -> Optional[List[str]]:
     return list(dict.fromkeys(names))
 
 
+def selector_type_only(selector: Callable) -> Set[str]:
+    """The arguments ``selector`` reads only through their type: each of its
+    reads is the first argument of the builtin ``isinstance`` or compared
+    ``is None`` / ``is not None``. What the selector returns then depends on
+    the argument's class alone, so the selector key holds just the class (a
+    float that changes on every call, gated_residual_next_rmsnorm's alpha,
+    would otherwise be a new key each time)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(selector)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    func = tree.body[0] if tree.body else None
+    if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or func.args.kwarg is None:
+        return set()
+    if getattr(selector, "__globals__", {}).get("isinstance", builtins.isinstance) is not builtins.isinstance or any(
+        isinstance(node, ast.Name) and node.id == "isinstance" and not isinstance(node.ctx, ast.Load)
+        for node in ast.walk(func)
+    ) or "isinstance" in {a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg)}:
+        return set()  # not the builtin
+    kw = func.args.kwarg.arg
+    parents = {id(child): node for node in ast.walk(func) for child in ast.iter_child_nodes(node)}
+    by_type: Dict[str, bool] = {}
+    for node in ast.walk(func):
+        name = _read_name(node, kw)
+        if name is not None:
+            by_type[name] = by_type.get(name, True) and _type_only_use(node, parents.get(id(node)))
+    return {name for name, only in by_type.items() if only}
+
+
+def _read_name(node: ast.AST, kw: str) -> Optional[str]:
+    """``x`` when ``node`` is ``kwargs.get("x", ...)`` or ``kwargs["x"]``."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == kw
+            and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        return node.args[0].value
+    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == kw
+            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+        return node.slice.value
+    return None
+
+
+def _type_only_use(node: ast.AST, parent: Optional[ast.AST]) -> bool:
+    if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and parent.func.id == "isinstance":
+        return bool(parent.args) and parent.args[0] is node
+    if isinstance(parent, ast.Compare) and len(parent.ops) == 1 and isinstance(parent.ops[0], (ast.Is, ast.IsNot)):
+        other = parent.comparators[0] if parent.left is node else parent.left
+        return isinstance(other, ast.Constant) and other.value is None
+    return False
+
+
 class KeyCode:
     """Key source text for one API (``instance``: ``self`` of a wrapper
     method; ``cache_layout_expr``: text giving a paged cache's layout)."""
 
-    def __init__(self, shape: CallShape, instance: Optional[str], cache_layout_expr: Optional[str]) -> None:
+    def __init__(self, shape: CallShape, instance: Optional[str], cache_layout_expr: Optional[str],
+                 type_only: Sequence[str] = ()) -> None:
         self.shape = shape
         self.instance = instance
         self.cache_layout_expr = cache_layout_expr
+        self.type_only = frozenset(type_only)  # selector arguments keyed by their class (selector_type_only)
 
     def tensor_base(self, param: str, tuple_idx: Optional[int], memo: Dict[Any, str]) -> str:
         if tuple_idx is None:
@@ -155,6 +208,9 @@ class KeyCode:
                 if name in self.shape.names or any(p.kind is p.VAR_KEYWORD for p in self.shape.parameters):
                     return None  # arrives through *args / **kwargs: slow path
                 continue  # the selector sees it missing on every call
+            if name in self.type_only:
+                parts.append(f"({name}.__class__,)")
+                continue
             parts.append(
                 f"(({name}.__class__, {name}) if {name}.__class__ in {P}atoms else "
                 f"({name}.__class__, {name}.dtype, {name}.ndim) if {name}.__class__ is {P}T else {P}summary({name}))"
@@ -188,7 +244,8 @@ class KeyCode:
     def selector_key_slow(self, reads: Sequence[str], ns: Dict[str, Any]) -> tuple:
         """The selector key from a bound call (``ns``): the same value the
         inline text gives."""
-        return tuple(summary(ns[name]) for name in reads if self.shape.has(name))
+        return tuple((ns[name].__class__,) if name in self.type_only else summary(ns[name])
+                     for name in reads if self.shape.has(name))
 
 
 def shape_var(param: str, tuple_idx: Optional[int]) -> str:
@@ -207,6 +264,11 @@ def _fact_test(name: str, fact: tuple, ns: Dict[str, Any]) -> Optional[str]:
     dtype and rank); None for the others (sequences, other objects)."""
     cls = fact[0]
     const = f"{P}c{len(ns)}"
+    if len(fact) == 1:  # the class alone
+        if cls is type(None):
+            return f"{name} is None"  # a stand-in claiming NoneType falls through to the dictionary
+        ns[const] = cls
+        return f"{name}.__class__ is {const}"
     if len(fact) == 3:  # class, dtype, rank: read off anything with a dtype
         if fact[2].__class__ is not int:
             return None

@@ -318,7 +318,8 @@ def test_a_selector_api_binds_only_on_the_first_call_per_selector_key(monkeypatc
     assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["hit"] == 7
 
 
-def test_a_learned_selector_choice_answers_only_the_facts_it_was_learned_for():
+@pytest.mark.parametrize("type_only", [(), ("x",), ("mode",)], ids=["by-value", "x-by-type", "mode-by-type"])
+def test_a_learned_selector_choice_answers_only_the_facts_it_was_learned_for(type_only):
     """Learned choices are tested inline (identity tests, no summary tuple);
     each answer must be the one the summary dictionary gives, and anything
     else must still reach the dictionary (KeyError: the slow key asks the
@@ -337,21 +338,24 @@ def test_a_learned_selector_choice_answers_only_the_facts_it_was_learned_for():
     def api(x, flag=False, mode=None):
         return None
 
-    keys = KeyCode(CallShape(inspect.signature(api)), None, None)
+    keys = KeyCode(CallShape(inspect.signature(api)), None, None, type_only)
     args = keys.selector_args(["x", "flag", "mode", "not_a_parameter"])
     assert args == ["x", "flag", "mode"]
+
+    def facts(call):  # what the slow path learns for a call
+        return keys.selector_key_slow(args, dict(zip(args, call)))
     values = [1, 1.0, True, None, "s", 0.5, float("nan"), Mode.A, Mode.B, (1, 2), [1], torch.zeros(3),
               torch.zeros(3, dtype=torch.bfloat16), torch.zeros(2, 3)]
     calls = [(x, flag, mode) for x in values for flag in (False, True, 1) for mode in (None, Mode.A)]
     learned = {}
     for i, call in enumerate(calls[::3]):
-        learned.setdefault(tuple(summary(v) for v in call), i)
+        learned.setdefault(facts(call), i)
     ns = {"_fita_choices": learned, "_fita_atoms": ATOMS, "_fita_T": torch.Tensor, "_fita_summary": summary}
     source = keys.choose_source(args, list(learned.items()), ns)
     assert source.count(": return ") >= 3  # some choices really are inline
     choose = compile_function("_fita_choose", source, ns, "<test choose>")
     for call in calls:
-        want = learned.get(tuple(summary(v) for v in call), KeyError)
+        want = learned.get(facts(call), KeyError)
         try:
             got = choose(*call)
         except KeyError:
@@ -496,3 +500,56 @@ def test_a_miss_on_an_api_of_more_than_thirty_parameters_passes_every_argument_t
         if phase == "routed":
             assert counts("flashinfer.decode.trtllm_batch_decode_with_kv_cache")["fallback_no_candidate"] == 3
             fita.disable_apply()
+
+
+def test_a_selector_argument_read_only_by_its_type_is_keyed_by_its_type(monkeypatch):
+    """gated_residual_next_rmsnorm's selector reads ``alpha`` only through
+    ``isinstance``: a float alpha that changes on every call must not send
+    every new value to the exact slow path (it used to, about 20 µs a call),
+    and a tensor alpha must still pick the other template."""
+    binds = []
+    original_bind = ApiRoute._bind
+
+    def counting_bind(self, args, kwargs):
+        binds.append(self.spec.fi_api)
+        return original_bind(self, args, kwargs)
+
+    monkeypatch.setattr(ApiRoute, "_bind", counting_bind)
+
+    def tensor_alpha(branch, residual, next_weight, alpha, beta, **_):
+        return residual + branch, branch * 2
+
+    def scalar_alpha(branch, residual, next_weight, alpha, beta, **_):
+        return residual + branch, branch * alpha
+
+    fita.enable_apply({"gated_residual_next_rmsnorm_h64": tensor_alpha, "gated_residual_next_rmsnorm_scalar_alpha_h64": scalar_alpha})
+    branch, residual, weight, beta = torch.randn(3, H), torch.randn(3, H), torch.randn(H), torch.randn(H)
+    api = flashinfer.norm.gated_residual_next_rmsnorm
+    for step in range(1, 12):
+        alpha = step / 8
+        _, ffn = api(branch, residual, weight, alpha, beta)
+        assert torch.equal(ffn, branch * alpha)
+    _, ffn = api(branch, residual, weight, torch.randn(H), beta)
+    assert torch.equal(ffn, branch * 2)
+    assert binds == ["flashinfer.norm.gated_residual_next_rmsnorm"] * 2  # once per type of alpha
+    assert counts("flashinfer.norm.gated_residual_next_rmsnorm")["hit"] == 12
+
+
+def test_selector_reads_tells_type_only_reads_from_value_reads():
+    from flashinfer_trace_apply.keys import selector_reads, selector_type_only
+
+    def selector(**kwargs):
+        if kwargs.get("cache") is not None and isinstance(kwargs.get("alpha"), float):
+            return "a"
+        if isinstance(kwargs.get("both"), int) and kwargs.get("both") > 3:
+            return "b"
+        return "c" if kwargs["flag"] is None else "d"
+
+    assert selector_reads(selector) == ["cache", "alpha", "both", "flag"]
+    assert selector_type_only(selector) == {"cache", "alpha", "flag"}
+
+    def shadowing(**kwargs):
+        isinstance = lambda value, kinds: value > 1  # noqa: E731 - not the builtin
+        return isinstance(kwargs.get("alpha"), float)
+
+    assert selector_type_only(shadowing) == set()
