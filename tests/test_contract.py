@@ -285,15 +285,21 @@ def test_enabling_and_routing_do_not_import_dynamo():
 # -- 10. APIs choosing their template per call bind no signature per call ------------------------
 
 
-def test_a_selector_api_binds_only_on_the_first_call_per_selector_key(monkeypatch):
-    binds = []
+@pytest.fixture
+def binds(monkeypatch):
+    """The APIs whose calls took the exact slow key (signature binding), in order."""
+    calls = []
     original_bind = ApiRoute._bind
 
     def counting_bind(self, args, kwargs):
-        binds.append(self.spec.fi_api)
+        calls.append(self.spec.fi_api)
         return original_bind(self, args, kwargs)
 
     monkeypatch.setattr(ApiRoute, "_bind", counting_bind)
+    return calls
+
+
+def test_a_selector_api_binds_only_on_the_first_call_per_selector_key(binds):
     seen = []
 
     def tensor_alpha(branch, residual, next_weight, alpha, beta, **_):
@@ -502,19 +508,11 @@ def test_a_miss_on_an_api_of_more_than_thirty_parameters_passes_every_argument_t
             fita.disable_apply()
 
 
-def test_a_selector_argument_read_only_by_its_type_is_keyed_by_its_type(monkeypatch):
+def test_a_selector_argument_read_only_by_its_type_is_keyed_by_its_type(binds):
     """gated_residual_next_rmsnorm's selector reads ``alpha`` only through
     ``isinstance``: a float alpha that changes on every call must not send
     every new value to the exact slow path (it used to, about 20 µs a call),
     and a tensor alpha must still pick the other template."""
-    binds = []
-    original_bind = ApiRoute._bind
-
-    def counting_bind(self, args, kwargs):
-        binds.append(self.spec.fi_api)
-        return original_bind(self, args, kwargs)
-
-    monkeypatch.setattr(ApiRoute, "_bind", counting_bind)
 
     def tensor_alpha(branch, residual, next_weight, alpha, beta, **_):
         return residual + branch, branch * 2
