@@ -79,13 +79,19 @@ def selector_reads(selector: Callable) -> Optional[List[str]]:
     return list(dict.fromkeys(names))
 
 
+# Builtin classes whose isinstance() depends on an object's class alone (no
+# __instancecheck__ that looks at the instance, as torch.nn.Parameter's does).
+PLAIN_CLASSES = ("int", "float", "bool", "str", "bytes", "complex", "tuple", "list", "dict", "set", "frozenset")
+
+
 def selector_type_only(selector: Callable) -> Set[str]:
     """The arguments ``selector`` reads only through their type: each of its
-    reads is the first argument of the builtin ``isinstance`` or compared
-    ``is None`` / ``is not None``. What the selector returns then depends on
-    the argument's class alone, so the selector key holds just the class (a
-    float that changes on every call, gated_residual_next_rmsnorm's alpha,
-    would otherwise be a new key each time)."""
+    reads is compared ``is None`` / ``is not None`` or is the first argument
+    of the builtin ``isinstance`` against builtin classes (``PLAIN_CLASSES``).
+    What the selector returns then depends on the argument's class alone, so
+    the selector key holds just the class (a float that changes on every
+    call, gated_residual_next_rmsnorm's alpha, would otherwise be a new key
+    each time)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(selector)))
     except (OSError, TypeError, SyntaxError):
@@ -93,18 +99,19 @@ def selector_type_only(selector: Callable) -> Set[str]:
     func = tree.body[0] if tree.body else None
     if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or func.args.kwarg is None:
         return set()
-    if getattr(selector, "__globals__", {}).get("isinstance", builtins.isinstance) is not builtins.isinstance or any(
-        isinstance(node, ast.Name) and node.id == "isinstance" and not isinstance(node.ctx, ast.Load)
-        for node in ast.walk(func)
-    ) or "isinstance" in {a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg)}:
-        return set()  # not the builtin
+    # The builtins the tests rely on, unless the selector's module or body rebinds them.
+    rebound = {node.id for node in ast.walk(func) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
+    rebound |= {a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg)}
+    scope = getattr(selector, "__globals__", {})
+    trusted = {name for name in ("isinstance", *PLAIN_CLASSES)
+               if name not in rebound and scope.get(name, getattr(builtins, name)) is getattr(builtins, name)}
     kw = func.args.kwarg.arg
     parents = {id(child): node for node in ast.walk(func) for child in ast.iter_child_nodes(node)}
     by_type: Dict[str, bool] = {}
     for node in ast.walk(func):
         name = _read_name(node, kw)
         if name is not None:
-            by_type[name] = by_type.get(name, True) and _type_only_use(node, parents.get(id(node)))
+            by_type[name] = by_type.get(name, True) and _type_only_use(node, parents.get(id(node)), trusted)
     return {name for name, only in by_type.items() if only}
 
 
@@ -120,9 +127,13 @@ def _read_name(node: ast.AST, kw: str) -> Optional[str]:
     return None
 
 
-def _type_only_use(node: ast.AST, parent: Optional[ast.AST]) -> bool:
+def _type_only_use(node: ast.AST, parent: Optional[ast.AST], trusted: Set[str]) -> bool:
     if isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name) and parent.func.id == "isinstance":
-        return bool(parent.args) and parent.args[0] is node
+        if "isinstance" not in trusted or len(parent.args) != 2 or parent.keywords or parent.args[0] is not node:
+            return False
+        kinds = parent.args[1]
+        names = kinds.elts if isinstance(kinds, ast.Tuple) else [kinds]
+        return all(isinstance(n, ast.Name) and n.id in trusted and n.id != "isinstance" for n in names)
     if isinstance(parent, ast.Compare) and len(parent.ops) == 1 and isinstance(parent.ops[0], (ast.Is, ast.IsNot)):
         other = parent.comparators[0] if parent.left is node else parent.left
         return isinstance(other, ast.Constant) and other.value is None

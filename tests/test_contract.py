@@ -551,3 +551,9 @@ def test_selector_reads_tells_type_only_reads_from_value_reads():
         return isinstance(kwargs.get("alpha"), float)
 
     assert selector_type_only(shadowing) == set()
+
+    def instance_dependent(**kwargs):
+        # Parameter's isinstance looks at the instance (_is_param), not only its class
+        return "p" if isinstance(kwargs.get("weight"), torch.nn.Parameter) else "t"
+
+    assert selector_type_only(instance_dependent) == set()
