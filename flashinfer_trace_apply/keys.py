@@ -6,7 +6,8 @@ const axes (read off argument shapes), plus input dtypes when some
 definition states dtypes. For an API that chooses its template per call,
 the key starts with the chosen template's index; the choice is cached per
 *selector key*: the arguments the selector reads, tensors summarized by
-type, dtype and rank (selectors choose by these, never by sizes or data).
+type, dtype and rank (selectors choose by these, never by sizes or data),
+and an argument the selector only tests for its type by its class alone.
 """
 
 from __future__ import annotations
