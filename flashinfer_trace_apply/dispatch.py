@@ -311,8 +311,9 @@ class ApiRoute:
         if wrapper is not None and self.selector_args is not None and len(self.choices) <= INLINE_CHOICES:
             wrapper.__globals__[f"{PREFIX}choose"] = self._choose_function()
 
-    def _wrapper_source(self) -> str:
-        """The wrapper: the key, one dictionary lookup, the entry."""
+    def _wrapper_source(self, miss_call: List[str]) -> str:
+        """The wrapper: the key, one dictionary lookup, the entry
+        (``miss_call``: the lines returning the original, from ``return_call``)."""
         lines = [f"def {self.spec.attr}({self.shape.header(with_defaults=True)}):"]
         lines += ["    " + line for line in self._key_lines()]
         lines += [
@@ -323,12 +324,13 @@ class ApiRoute:
             # No candidate: the original straight from here (one call fewer).
             f"    if {PREFIX}e is {PREFIX}miss:",
             f"        {PREFIX}miss_tick()",
-            *("        " + line for line in self.shape.return_call(f"{PREFIX}orig")[0]),
+            *("        " + line for line in miss_call),
             f"    return {PREFIX}e({self.shape.entry_forward()}{self.extra_forward})",
         ]
         return "\n".join(lines) + "\n"
 
     def build_wrapper(self) -> Callable:
+        miss_call, miss_globals = self.shape.return_call(f"{PREFIX}orig")
         ns = {
             f"{PREFIX}dflt": self.shape.defaults,
             f"{PREFIX}cache": self.cache,
@@ -345,9 +347,9 @@ class ApiRoute:
             f"{PREFIX}T": _tensor_type(),
             f"{PREFIX}nhd": nhd_view,
             f"{PREFIX}layout": layout_of,
-            **self.shape.return_call(f"{PREFIX}orig")[1],
+            **miss_globals,
         }
-        wrapper = compile_function(self.spec.attr, self._wrapper_source(), ns, f"<trace_apply {self.spec.fi_api}>")
+        wrapper = compile_function(self.spec.attr, self._wrapper_source(miss_call), ns, f"<trace_apply {self.spec.fi_api}>")
         functools.update_wrapper(wrapper, self.spec.current)
         wrapper.__fita_route__ = self
         self.wrapper = wrapper

@@ -43,10 +43,8 @@ def summary(value: Any) -> Any:
     return (value.__class__, value)
 
 
-def selector_reads(selector: Callable) -> Optional[List[str]]:
-    """The keyword names ``selector(**kwargs)`` reads, when its source shows
-    them all (``kwargs.get("x")``, ``kwargs["x"]``, ``"x" in kwargs``); None
-    when it uses its keywords any other way."""
+def _selector_function(selector: Callable) -> Optional[ast.FunctionDef]:
+    """The parsed ``def`` of a selector taking ``**kwargs``, or None."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(selector)))
     except (OSError, TypeError, SyntaxError):
@@ -54,19 +52,24 @@ def selector_reads(selector: Callable) -> Optional[List[str]]:
     func = tree.body[0] if tree.body else None
     if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or func.args.kwarg is None:
         return None
+    return func
+
+
+def selector_reads(selector: Callable) -> Optional[List[str]]:
+    """The keyword names ``selector(**kwargs)`` reads, when its source shows
+    them all (``kwargs.get("x")``, ``kwargs["x"]``, ``"x" in kwargs``); None
+    when it uses its keywords any other way."""
+    func = _selector_function(selector)
+    if func is None:
+        return None
     kw = func.args.kwarg.arg
     names: List[str] = []
     allowed = set()
     for node in ast.walk(func):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
-            base = node.func.value
-            if isinstance(base, ast.Name) and base.id == kw and node.args and isinstance(node.args[0], ast.Constant):
-                names.append(node.args[0].value)
-                allowed.add(id(base))
-        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == kw:
-            if isinstance(node.slice, ast.Constant):
-                names.append(node.slice.value)
-                allowed.add(id(node.value))
+        name = _read_name(node, kw)
+        if name is not None:
+            names.append(name)
+            allowed.add(id(node.func.value if isinstance(node, ast.Call) else node.value))
         elif isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.In, ast.NotIn)):
             right = node.comparators[0]
             if isinstance(right, ast.Name) and right.id == kw and isinstance(node.left, ast.Constant):
@@ -93,12 +96,8 @@ def selector_type_only(selector: Callable) -> Set[str]:
     the selector key holds just the class (a float that changes on every
     call, gated_residual_next_rmsnorm's alpha, would otherwise be a new key
     each time)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(selector)))
-    except (OSError, TypeError, SyntaxError):
-        return set()
-    func = tree.body[0] if tree.body else None
-    if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or func.args.kwarg is None:
+    func = _selector_function(selector)
+    if func is None:
         return set()
     # The builtins the tests rely on, unless the selector's module or body rebinds them.
     rebound = {node.id for node in ast.walk(func) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}

@@ -75,11 +75,10 @@ def make_wrappers_inert(patches: PatchSet) -> None:
         if route is None or not hasattr(wrapper, "__code__") or getattr(wrapper, "__fita_inert__", False):
             continue
         name = f"{PREFIX}inert_original"
-        call, names = route.shape.return_call(name)
+        call, _defaults = route.shape.return_call(name)  # the wrapper's globals hold these defaults already
         source = f"def {wrapper.__code__.co_name}({route.shape.header(with_defaults=False)}):\n" + "".join(
             f"    {line}\n" for line in call
         )
-        wrapper.__globals__.update(names)
         scope = dict(wrapper.__globals__)
         scope[name] = route.spec.current
         inert = compile_function(wrapper.__code__.co_name, source, scope, f"<trace_apply disabled {route.spec.fi_api}>")
