@@ -102,6 +102,7 @@ def test_overhead_benchmark_runs_as_a_smoke_test():
     assert report["trees"][0] == "this tree" and report["trees"][1].startswith("HEAD")
     cases = {row["case"]: row for row in report["rows"]}
     assert len(cases) == 13 and any(c.startswith("BatchDecode") for c in cases)
+    assert isinstance(report["reads_floor"]["median"], float)  # the reads every value-returning hit needs
     assert sum(c.startswith("selector: ") for c in cases) == 4  # APIs choosing their template per call
     plain = [c for c in cases if "verify" not in c and "guarded" not in c]
     for case in plain:
