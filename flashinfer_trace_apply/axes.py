@@ -27,6 +27,12 @@ class AxisSource:
     dim: int = 0
     value: Optional[int] = None
     extract: Optional[Callable[[Mapping[str, Any]], Optional[int]]] = None  # Const(extract=), 0.7.4+
+    # The template tensor's rank. A tensor of another rank is no instance of
+    # the definition, though its dimension ``dim`` exists: rmsnorm takes
+    # (batch, hidden) or (batch, heads, head_dim), and a 3-D call with 64
+    # heads must not be read as hidden size 64. FlashInfer's collector reads
+    # it so; here the axis is then absent, and no definition matches.
+    rank: Optional[int] = None
 
     def read(self, namespace: Mapping[str, Any]) -> Optional[int]:
         """The collector's exact semantics on a bound-argument namespace:
@@ -55,6 +61,8 @@ class AxisSource:
                 return None
         if not isinstance(raw, torch.Tensor) or self.dim >= raw.ndim:
             return None
+        if self.rank is not None and raw.ndim != self.rank:
+            return None
         return int(raw.shape[self.dim])
 
 
@@ -78,6 +86,7 @@ def _tensor_source(template: Any, axis: str, allow_optional: bool) -> Optional[A
             param=_param_of(key, descriptor),
             tuple_idx=descriptor.tuple_idx,
             dim=descriptor.dim_names.index(axis),
+            rank=len(descriptor.dim_names),
         )
     return None
 

@@ -27,7 +27,7 @@ from .definitions import DefinitionRules, evaluate, torch_dtype_name
 from .errors import SolutionLoadError, TraceApplyError
 from .hardware import HardwareSupport
 from .hit_entry import EntryParts, InsideSolution, build_hit_entry
-from .keys import ATOMS, INLINE_CHOICES, KeyCode, dtype_of, selector_reads, selector_type_only, summary
+from .keys import ATOMS, INLINE_CHOICES, OTHER_RANK, KeyCode, dtype_of, selector_reads, selector_type_only, summary
 from .layout import CACHE_PARAM, layout_of, nhd_view, uses_cache_views
 from .plan_state import PlanRecorder, make_reader, plan_inputs_for
 from .registry import ApiSpec, could_produce
@@ -343,6 +343,7 @@ class ApiRoute:
             f"{PREFIX}orig": self.spec.current,
             f"{PREFIX}seq": (tuple, list),
             f"{PREFIX}atoms": ATOMS,
+            f"{PREFIX}other_rank": OTHER_RANK,
             f"{PREFIX}summary": summary,
             f"{PREFIX}T": _tensor_type(),
             f"{PREFIX}nhd": nhd_view,

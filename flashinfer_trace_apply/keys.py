@@ -25,6 +25,10 @@ from .layout import CACHE_PARAM
 
 P = PREFIX
 ATOMS = (int, str, bool, float, type(None))  # hashable by value: used as they are
+# What the inline key reads off a tensor whose rank is not its template's:
+# every dimension absent, as AxisSource.read finds it. The key then names no
+# definition, and its miss entry is cached like any other (no slow key per call).
+OTHER_RANK = (None,) * 8
 
 
 def summary(value: Any) -> Any:
@@ -178,17 +182,21 @@ class KeyCode:
             return None if source.param in self.shape.names else "None"
         if source.kind == "scalar":
             return f"int({source.param})"
-        return f"{self.shape_of(source.param, source.tuple_idx, memo)}[{source.dim}]"
+        return f"{self.shape_of(source.param, source.tuple_idx, memo, source.rank)}[{source.dim}]"
 
-    def shape_of(self, param: str, tuple_idx: Optional[int], memo: Dict[Any, str]) -> str:
+    def shape_of(self, param: str, tuple_idx: Optional[int], memo: Dict[Any, str], rank: Optional[int] = None) -> str:
         """A tensor's ``.shape``, read once per key: each read builds a new
         ``torch.Size`` (about as dear as the rest of a plain key), and a
-        template often takes several axes off one tensor."""
+        template often takes several axes off one tensor. With ``rank``, a
+        shape of another rank reads as ``OTHER_RANK``."""
         var = memo.get(("shape", param, tuple_idx))
         if var is not None:
             return var
         var = memo[("shape", param, tuple_idx)] = shape_var(param, tuple_idx)
-        return f"({var} := {self.tensor_base(param, tuple_idx, memo)}.shape)"
+        read = f"{self.tensor_base(param, tuple_idx, memo)}.shape"
+        if rank is None:
+            return f"({var} := {read})"
+        return f"({var} if len({var} := {read}) == {rank} else {P}other_rank)"
 
     def shape_reads(self, sources: Sequence[AxisSource]) -> Dict[str, str]:
         """Parameter -> the wrapper local holding its ``.shape``, for the

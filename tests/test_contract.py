@@ -159,6 +159,37 @@ def test_a_returned_lse_of_the_wrong_shape_is_an_error():
         call(return_lse=True)
 
 
+# -- a call is an instance of a definition only at the definition's ranks ---------------------
+
+
+def test_a_call_whose_input_has_another_rank_than_the_definition_runs_the_original(binds):
+    """FlashInfer's rmsnorm takes (batch, hidden) or (batch, heads, head_dim).
+    A 3-D call with 64 heads of 128 has 64 where the 2-D rmsnorm_h64 keeps its
+    hidden size, but is no instance of it: it runs the original (FlashInfer's
+    built-in hands it to the h64 solution), from a cached key, not by binding
+    the signature on every call."""
+    seen = []
+
+    def solution(hidden_states, weight, eps=1e-6):
+        seen.append(tuple(hidden_states.shape))
+        return torch_rmsnorm(hidden_states, weight, eps)
+
+    fita.enable_apply({f"rmsnorm_h{H}": solution})
+    per_head, head_weight = torch.randn(2, H, 128), torch.randn(128)
+    for _ in range(3):
+        with pytest.raises(ORIGINAL_RAN):
+            flashinfer.rmsnorm(per_head, head_weight)
+    assert seen == [] and counts()["hit"] == 0 and counts()["fallback_no_candidate"] == 3
+    assert binds == []
+    x, w = rms_inputs()
+    assert torch.equal(flashinfer.rmsnorm(x, w), torch_rmsnorm(x, w)) and seen == [(4, H)]
+    # The exact reading (signature bound) gives the keys the inline reading cached.
+    route = flashinfer.rmsnorm.__fita_route__
+    exact = {route.slow_key(per_head, head_weight), route.slow_key(x, w)}
+    assert set(route.cache) == exact and len(exact) == 2
+    assert route.name_for(route.slow_key(per_head, head_weight))[1] != f"rmsnorm_h{H}"
+
+
 # -- 3. nothing written until every result is checked -----------------------------------------
 
 
