@@ -6,6 +6,12 @@ Both keep the values at or above a pivot found from float sums reduced in
 different orders, so a value sitting exactly at the top-p boundary may be
 kept by one and not the other: a row may differ in at most two such
 positions, and the renormalized values must agree closely everywhere else.
+
+A request with top-p off (p = 1.0) keeps every value: FlashInfer's kernel,
+called again on the same tensors, sometimes drops up to six of the smallest
+probabilities of such a row (seen on an H200, 2026-12-02: 151936 then 151930
+kept, run to run, while ours kept all 151936 every time), so that row is
+checked against its own renormalization instead.
 """
 
 from __future__ import annotations
@@ -75,7 +81,13 @@ def test_top_p_matches_flashinfer(vocab):
         for p in (0.9, per_row):
             want = flashinfer.sampling.top_p_renorm_probs(x, p)
             got = fn(x, p)
-            assert_agree(got, want, 2, f"v{vocab} rows={rows} p={'per-row' if torch.is_tensor(p) else p}")
+            what = f"v{vocab} rows={rows} p={'per-row' if torch.is_tensor(p) else p}"
+            if torch.is_tensor(p):  # row 0: top-p off
+                assert bool((got[0] != 0).all()), f"{what}: a top-p-off row lost values"
+                torch.testing.assert_close(got[0], x[0] / x[0].sum(), rtol=2e-4, atol=1e-9, msg=what)
+                got, want = got[1:], want[1:]
+            if len(got):
+                assert_agree(got, want, 2, what)
 
 
 def test_routed_calls_hit_and_agree():
