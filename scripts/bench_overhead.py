@@ -9,9 +9,7 @@ own kernels are replaced by trivial stand-ins first, so a miss times dispatch
 only and a CPU-only machine can run everything. Rows: plain hits and misses,
 APIs that choose their template per call ("selector"), and the hit under the
 operating policies (verify before and after the shape is verified, a guarded
-on_error=fallback hit). Two floors are printed next to the targets: the tensor
-reads a value-returning hit must make, and what a bare def with a selector
-API's signature costs, alone and when it hands every parameter to a second def.
+on_error=fallback hit).
 
 ``--baseline REV`` (repeatable) checks REV out into a temporary git worktree
 and times the same cases with that tree's package in rounds interleaved with
@@ -44,7 +42,6 @@ VAR_PREFIX = "FLASHINFER_TRACE_APPLY"
 
 H, H_MISS = 64, 32
 PLAIN_HIT = "rmsnorm hit, positional"
-SELECTOR_HIT = "selector: trtllm_batch_decode hit"
 
 
 def per_call_us(fn: Callable[[], Any], number: int, repeat: int) -> float:
@@ -247,7 +244,7 @@ def measure(number: int, repeat: int, builtin: bool) -> Dict[str, Any]:
             lambda: norm.gated_residual_next_rmsnorm(branch_miss, branch_miss, weight_miss, alpha, beta_miss),
         ),
         (
-            SELECTOR_HIT,
+            "selector: trtllm_batch_decode hit",
             lambda: sol_trtllm(query, paged, tables, lens, 48),
             lambda: decode.trtllm_batch_decode_with_kv_cache(query, paged, workspace, tables, lens, 48),
         ),
@@ -271,8 +268,6 @@ def measure(number: int, repeat: int, builtin: bool) -> Dict[str, Any]:
                     result[engine][name] = per_call_us(call, number if engine == "ours" else max(1, number // 10), repeat)
                     if engine == "ours" and name == PLAIN_HIT:  # timed next to the hit: the VM's speed drifts
                         result["reads_floor_us"] = reads_floor(x, number, repeat)
-                    if engine == "ours" and name == SELECTOR_HIT:
-                        result["signature_floor_us"] = signature_floor(decode.trtllm_batch_decode_with_kv_cache, number, repeat)
             finally:
                 engines.off()
         if _has_policies():
@@ -315,30 +310,6 @@ def reads_floor(x: Any, number: int, repeat: int) -> float:
     reads = per_call_us(lambda: (metadata(x), metadata(y)), number, repeat)
     bare = per_call_us(lambda: (x, y), number, repeat)
     return reads - bare
-
-
-def signature_floor(api: Callable, number: int, repeat: int) -> Dict[str, float]:
-    """What a Python wrapper with the API's own signature costs before doing
-    anything, called as the selector rows call it (six positional arguments):
-    ``call``, a def with the API's parameters and defaults that returns at
-    once; ``forward``, the extra cost of passing every parameter on to a second
-    def of the same parameters (the wrapper -> per-key entry hop our dispatch
-    makes). Plain defs built here from the signature, no plugin involved."""
-    import inspect  # noqa: PLC0415
-
-    params = inspect.signature(api).parameters
-    names = list(params)
-    header = ", ".join(n if params[n].default is inspect.Parameter.empty else f"{n}=_d[{n!r}]" for n in names)
-    scope: Dict[str, Any] = {"_d": {n: p.default for n, p in params.items()}}
-    exec(f"def bare({header}): return None\n"  # noqa: S102 - text built from a signature
-         f"def entry({', '.join(names)}): return None\n"
-         f"def hop({header}): return entry({', '.join(names)})\n", scope)
-    args = (None,) * sum(p.default is inspect.Parameter.empty for p in params.values())
-    bare, hop, nothing = scope["bare"], scope["hop"], (lambda: None)
-    empty = per_call_us(lambda: nothing(), number, repeat)
-    call = per_call_us(lambda: bare(*args), number, repeat)
-    hopped = per_call_us(lambda: hop(*args), number, repeat)
-    return {"parameters": float(len(names)), "call": call - empty, "forward": hopped - call}
 
 
 def _has_policies() -> bool:
@@ -399,8 +370,6 @@ def run(rounds: int, number: int, repeat: int, baselines: List[str]) -> Dict[str
             # per round (one process): the plain hit's overhead beyond those reads
             "beyond_reads": _spread([s["ours"][PLAIN_HIT] - s["direct"][PLAIN_HIT] - s["reads_floor_us"]
                                      for s in samples["this tree"]]),
-            "signature_floor": {key: _spread([s["signature_floor_us"][key] for s in samples["this tree"]])
-                                for key in ("call", "forward")},
             "policy_stats": samples["this tree"][-1].get("policy_stats", {})}
 
 
@@ -458,10 +427,6 @@ def targets(report: Dict[str, Any]) -> List[str]:
                        f"the hit beyond them, per round: {_cell(report['beyond_reads'])} us")
         elif r["case"].startswith("selector: "):
             out.append(f"target {r['case']} <= 1 us: {mine:.3f} us: {'met' if mine <= 1.0 else 'NOT met'}")
-            if r["case"] == SELECTOR_HIT:
-                sig = report["signature_floor"]
-                out.append(f"  a bare def with that API's signature, called alike: {_cell(sig['call'])} us; "
-                           f"passing every parameter on to a second such def adds {_cell(sig['forward'])} us")
     return out
 
 

@@ -103,8 +103,6 @@ def test_overhead_benchmark_runs_as_a_smoke_test():
     cases = {row["case"]: row for row in report["rows"]}
     assert len(cases) == 13 and any(c.startswith("BatchDecode") for c in cases)
     assert isinstance(report["reads_floor"]["median"], float)  # the reads every value-returning hit needs
-    # a bare def of trtllm_batch_decode's signature, and the wrapper -> entry hop
-    assert {"call", "forward"} <= set(report["signature_floor"]) and report["signature_floor"]["call"]["median"] > 0
     assert sum(c.startswith("selector: ") for c in cases) == 4  # APIs choosing their template per call
     plain = [c for c in cases if "verify" not in c and "guarded" not in c]
     for case in plain:
